@@ -1,0 +1,56 @@
+"""The one place that touches AES-256-GCM, nonces and associated data.
+
+Everything else in vaultlog calls ``Sealer.seal``/``Sealer.open`` and never sees a nonce.
+"""
+
+from __future__ import annotations
+
+import os
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+KEY_BYTES = 32
+NONCE_BYTES = 12
+TAG_BYTES = 16
+OVERHEAD = NONCE_BYTES + TAG_BYTES
+
+
+class SealError(Exception):
+    """Authenticated decryption failed: wrong key, or the bytes or their context changed."""
+
+
+def new_key() -> bytes:
+    """A fresh random 256-bit key."""
+    return os.urandom(KEY_BYTES)
+
+
+class Sealer:
+    """Seals and opens byte strings under one AES-256-GCM key.
+
+    Nonces are random 96-bit values, never derived from a sequence number: after a torn
+    write the same seq is written again with a different body, and a counter nonce would
+    then repeat under the same key, which breaks GCM outright. Random nonces are safe for
+    about 2**32 seals per key; key rotation (a new term) resets that budget.
+    """
+
+    __slots__ = ("_aead",)
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) != KEY_BYTES:
+            raise ValueError("AES-256-GCM keys are 32 bytes")
+        self._aead = AESGCM(key)
+
+    def seal(self, plaintext: bytes, aad: bytes) -> bytes:
+        """``nonce | ciphertext | tag``; ``aad`` is authenticated but not stored."""
+        nonce = os.urandom(NONCE_BYTES)
+        return nonce + self._aead.encrypt(nonce, plaintext, aad)
+
+    def open(self, sealed: bytes, aad: bytes) -> bytes:
+        """The plaintext, or ``SealError`` if anything about ``sealed`` or ``aad`` changed."""
+        if len(sealed) < OVERHEAD:
+            raise SealError("sealed value too short")
+        try:
+            return self._aead.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], aad)
+        except InvalidTag:
+            raise SealError("authentication failed") from None

@@ -1,0 +1,53 @@
+"""Errors the log can raise; every one carries a message fit to show a user on one line.
+
+    VaultlogError                 base of every error vaultlog raises on purpose
+     ├── StoreError               the store cannot be used as asked
+     │    ├── StoreLockedError    another live process holds the writer lock
+     │    ├── ReadOnlyError       an fsync failed earlier; the store accepts no more writes
+     │    └── CorruptionError     a record inside the log is damaged (segment, offset, seq)
+     └── KeyMaterialError       a key needed to open something is missing or wrong
+          ├── UnsealError         the unseal key is missing or does not open the keyring
+          └── ShreddedError       the data key of a mount was destroyed (crypto-shredding)
+
+Backends extend the tree with request errors (see ``backends.errors``).
+"""
+
+from __future__ import annotations
+
+
+class VaultlogError(Exception):
+    """Base of every error vaultlog raises on purpose; ``str()`` is the user-facing message."""
+
+
+class StoreError(VaultlogError):
+    """The store cannot be used as asked."""
+
+
+class StoreLockedError(StoreError):
+    """Another live process holds the writer lock for longer than we were willing to wait."""
+
+
+class ReadOnlyError(StoreError):
+    """A failed fsync made the store read-only for the rest of this process."""
+
+
+class CorruptionError(StoreError):
+    """A record inside the log is damaged; nothing was modified."""
+
+    def __init__(self, message: str, *, segment: str, offset: int, seq: int) -> None:
+        super().__init__(f"{message} in segment {segment} at offset {offset} (seq {seq})")
+        self.segment = segment
+        self.offset = offset
+        self.seq = seq
+
+
+class KeyMaterialError(VaultlogError):
+    """A key needed to open something is missing or wrong."""
+
+
+class UnsealError(KeyMaterialError):
+    """The unseal key is missing or does not open the keyring."""
+
+
+class ShreddedError(KeyMaterialError):
+    """The data key that sealed a value was destroyed on purpose (crypto-shredding)."""

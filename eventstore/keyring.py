@@ -1,0 +1,133 @@
+"""The keyring: barrier keys by term, one data key per mount, the audit HMAC key.
+
+It is a small file beside the log, sealed with the unseal key and *replaced atomically*
+(temp file, fsync, rename, fsync dir), never appended: destroying a mount's data key must
+leave no older copy of it behind in the same file.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgpack
+
+from eventstore.crypto import Sealer, SealError, new_key
+from eventstore.errors import ShreddedError, UnsealError
+from eventstore.files import write_atomically
+
+KEYRING_FILE = "keyring"
+_MAGIC = b"VLKEYRG1"
+_AAD = b"vaultlog keyring v1"
+
+
+def decode_unseal_key(text: str) -> bytes:
+    """The 32 raw bytes of an unseal key written as base64 (as ``vault init`` prints it)."""
+    try:
+        key = base64.b64decode(text.strip(), validate=True)
+    except ValueError:
+        raise UnsealError("unseal key is not valid base64") from None
+    if len(key) != 32:
+        raise UnsealError("unseal key must be 32 bytes encoded as base64")
+    return key
+
+
+def encode_unseal_key(key: bytes) -> str:
+    return base64.b64encode(key).decode("ascii")
+
+
+@dataclass
+class Keyring:
+    """Key material of one store; mutate through the methods, then ``save``."""
+
+    store_id: str
+    terms: dict[int, bytes]
+    term_installed: dict[int, int]
+    mounts: dict[str, bytes] = field(default_factory=dict)
+    audit_key: bytes = b""
+    _sealers: dict[tuple[str, object], Sealer] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def create(cls) -> Keyring:
+        return cls(
+            store_id=os.urandom(8).hex(),
+            terms={1: new_key()},
+            term_installed={1: time.time_ns()},
+            audit_key=new_key(),
+        )
+
+    @property
+    def term(self) -> int:
+        """The term new records are sealed under."""
+        return max(self.terms)
+
+    def barrier(self, term: int) -> Sealer:
+        """The sealer of barrier key ``term``."""
+        sealer = self._sealers.get(("term", term))
+        if sealer is None:
+            if term not in self.terms:
+                raise UnsealError(f"keyring has no barrier key for term {term}")
+            sealer = self._sealers[("term", term)] = Sealer(self.terms[term])
+        return sealer
+
+    def mount_sealer(self, mount_id: str) -> Sealer:
+        """The sealer of a mount's data key; ``ShreddedError`` once the key was destroyed."""
+        sealer = self._sealers.get(("mount", mount_id))
+        if sealer is None:
+            key = self.mounts.get(mount_id)
+            if key is None:
+                raise ShreddedError(f"the data key of mount {mount_id} was destroyed")
+            sealer = self._sealers[("mount", mount_id)] = Sealer(key)
+        return sealer
+
+    def add_mount_key(self, mount_id: str) -> None:
+        self.mounts.setdefault(mount_id, new_key())
+
+    def shred_mount_key(self, mount_id: str) -> None:
+        self.mounts.pop(mount_id, None)
+        self._sealers.pop(("mount", mount_id), None)
+
+    def to_bytes(self, unseal_key: bytes) -> bytes:
+        body = msgpack.packb(
+            {
+                "store_id": self.store_id,
+                "terms": self.terms,
+                "term_installed": self.term_installed,
+                "mounts": self.mounts,
+                "audit_key": self.audit_key,
+            },
+            use_bin_type=True,
+        )
+        return _MAGIC + Sealer(unseal_key).seal(body, _AAD)
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, unseal_key: bytes) -> Keyring:
+        if not raw.startswith(_MAGIC):
+            raise UnsealError("keyring file is not a vaultlog keyring")
+        try:
+            body = Sealer(unseal_key).open(raw[len(_MAGIC) :], _AAD)
+        except SealError:
+            raise UnsealError("wrong unseal key: it does not open this store's keyring") from None
+        fields = msgpack.unpackb(body, raw=False, strict_map_key=False)
+        return cls(
+            store_id=fields["store_id"],
+            terms=fields["terms"],
+            term_installed=fields["term_installed"],
+            mounts=fields["mounts"],
+            audit_key=fields["audit_key"],
+        )
+
+    @classmethod
+    def load(cls, directory: Path, unseal_key: bytes) -> Keyring:
+        try:
+            raw = (directory / KEYRING_FILE).read_bytes()
+        except FileNotFoundError:
+            raise UnsealError(f"no keyring in {directory}") from None
+        return cls.from_bytes(raw, unseal_key)
+
+    def save(self, directory: Path, unseal_key: bytes) -> None:
+        """Replace the keyring file atomically and durably."""
+        write_atomically(directory / KEYRING_FILE, self.to_bytes(unseal_key))

@@ -1,0 +1,349 @@
+"""The append-only log: numbered segment files of records, one writer, many readers."""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import os
+import re
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from eventstore.crypto import SealError
+from eventstore.errors import CorruptionError, ReadOnlyError, StoreError
+from eventstore.files import fsync_dir, write_all
+from eventstore.keyring import Keyring
+from eventstore.lock import WriterLock
+from eventstore.record import (
+    GENESIS_HASH,
+    HEADER,
+    MIN_PAYLOAD,
+    PREFIX,
+    Header,
+    Record,
+    checksum_ok,
+    encode,
+    parse_header,
+    record_hash,
+)
+
+SEGMENT_MAGIC = b"VLSEG001"
+SEGMENT_BYTES = 64 << 20
+_SEGMENT_NAME = re.compile(r"^(\d{20})\.seg$")
+
+
+def segment_name(first_seq: int) -> str:
+    return f"{first_seq:020d}.seg"
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The last record's seq and hash: what an operator writes down to detect rewriting."""
+
+    seq: int
+    hash: bytes
+    timestamp: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.seq}:{self.hash.hex()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One well-formed record found on disk, not yet decrypted."""
+
+    segment: str
+    offset: int
+    end: int
+    header: Header
+    payload: bytes
+    hash: bytes
+
+
+class SegmentScan:
+    """Walks the records of one segment, checking framing, checksum, seq and hash chain.
+
+    A damaged record raises ``CorruptionError``. Only in the last segment may the final
+    record be incomplete (a torn write): the walk then stops and sets ``torn_at``.
+    """
+
+    def __init__(
+        self, name: str, data: bytes, *, first_seq: int, prev_hash: bytes | None, last: bool
+    ) -> None:
+        self.name, self.data, self.first_seq = name, data, first_seq
+        self.prev_hash, self.last = prev_hash, last
+        self.torn_at: int | None = None
+
+    def _fail(self, what: str, offset: int, seq: int) -> CorruptionError:
+        return CorruptionError(what, segment=self.name, offset=offset, seq=seq)
+
+    def _torn(self, offset: int, seq: int, what: str) -> None:
+        if not self.last:
+            raise self._fail(what, offset, seq)
+        self.torn_at = offset
+
+    def __iter__(self) -> Iterator[Frame]:
+        data, seq, prev = self.data, self.first_seq, self.prev_hash
+        if not data.startswith(SEGMENT_MAGIC):
+            if SEGMENT_MAGIC.startswith(data):  # a new segment cut short as it was created
+                self._torn(0, seq, "segment header cut short")
+                return
+            raise self._fail("not a vaultlog segment", 0, seq)
+        pos, size = len(SEGMENT_MAGIC), len(data)
+        while pos < size:
+            if size - pos < PREFIX.size:
+                self._torn(pos, seq, "record cut short")
+                return
+            length, crc = PREFIX.unpack_from(data, pos)
+            end = pos + PREFIX.size + length
+            if length == 0 and not any(data[pos:]):  # zero-filled tail of a torn write
+                self._torn(pos, seq, "zero-filled record")
+                return
+            if end > size:
+                self._torn(pos, seq, "record cut short")
+                return
+            if length < MIN_PAYLOAD:
+                raise self._fail("record length field damaged", pos, seq)
+            payload = data[pos + PREFIX.size : end]
+            if not checksum_ok(payload, crc):
+                raise self._fail("checksum mismatch", pos, seq)
+            header = parse_header(payload)
+            if header.seq != seq:
+                raise self._fail(f"expected seq {seq} but found seq {header.seq}", pos, seq)
+            if prev is not None and header.prev_hash != prev:
+                raise self._fail("hash chain broken (previous record changed)", pos, seq)
+            prev = record_hash(data[pos:end])
+            yield Frame(self.name, pos, end, header, payload, prev)
+            seq += 1
+            pos = end
+
+
+class FileLog:
+    """The log in one directory. Readers open it freely; ``open_writer`` takes the lock."""
+
+    def __init__(self, directory: Path, keyring: Keyring) -> None:
+        self.directory = directory
+        self.keyring = keyring
+        self._lock: WriterLock | None = None
+        self._fd: int | None = None
+        self._segment_size = 0
+        self._broken: str | None = None
+        self.head = Head(0, GENESIS_HASH)
+
+    # ---- opening -------------------------------------------------------------------------
+
+    @classmethod
+    def open_writer(cls, directory: Path, keyring: Keyring, *, lock_timeout: float) -> FileLog:
+        """Take the writer lock, cut off a torn tail and find the head."""
+        log = cls(directory, keyring)
+        log._lock = WriterLock(directory)
+        log._lock.acquire(lock_timeout)
+        try:
+            log._recover_tail()
+        except BaseException:
+            log.close()
+            raise
+        return log
+
+    def segments(self) -> list[tuple[int, str]]:
+        """``(first seq, file name)`` of every segment, in order."""
+        found = []
+        for name in os.listdir(self.directory):
+            match = _SEGMENT_NAME.match(name)
+            if match:
+                found.append((int(match.group(1)), name))
+        return sorted(found)
+
+    def _recover_tail(self) -> None:
+        segments = self.segments()
+        if not segments:
+            return
+        # Walk back to the last segment that holds a record; only the very last may be torn.
+        for index in range(len(segments) - 1, -1, -1):
+            first_seq, name = segments[index]
+            last = index == len(segments) - 1
+            scan = SegmentScan(
+                name, self._read(name), first_seq=first_seq, prev_hash=None, last=last
+            )
+            frame = None
+            for frame in scan:  # noqa: B007 - we want the final frame
+                pass
+            if scan.torn_at is not None:
+                self._cut(name, scan.torn_at)
+            if frame is not None:
+                h = frame.header
+                self.head = Head(h.seq, frame.hash, h.timestamp)
+                break
+        expected = self.head.seq + 1
+        last_is_empty = frame is None or index != len(segments) - 1
+        if last_is_empty and segments[-1][0] != expected:
+            # An empty last segment must be the one the next record belongs in.
+            raise CorruptionError(
+                f"missing records: expected seq {expected} but segment starts at {segments[-1][0]}",
+                segment=segments[-1][1],
+                offset=0,
+                seq=expected,
+            )
+
+    def _cut(self, name: str, offset: int) -> None:
+        """Drop a torn tail: it was never acknowledged, since acknowledgement follows fsync."""
+        path = self.directory / name
+        if offset == 0:
+            with open(path, "r+b") as f:
+                f.truncate(0)
+                f.write(SEGMENT_MAGIC)
+                os.fsync(f.fileno())
+            return
+        with open(path, "r+b") as f:
+            f.truncate(offset)
+            os.fsync(f.fileno())
+
+    def _read(self, name: str) -> bytes:
+        with open(self.directory / name, "rb") as f:
+            return f.read()
+
+    # ---- reading -------------------------------------------------------------------------
+
+    def frames(self, start: int = 1) -> Iterator[Frame]:
+        """Well-formed frames from seq ``start`` on, without decrypting.
+
+        The hash chain is checked from ``start`` on; from seq 1 that covers the whole log.
+        A reader stops quietly at an incomplete record at the very end: a writer may be
+        in the middle of appending it.
+        """
+        segments = self.segments()
+        if not segments:
+            return
+        firsts = [first for first, _ in segments]
+        index = max(bisect.bisect_right(firsts, start) - 1, 0)
+        expected = firsts[index]
+        prev: bytes | None = GENESIS_HASH if expected == 1 else None
+        for i in range(index, len(segments)):
+            first_seq, name = segments[i]
+            if first_seq != expected:
+                raise CorruptionError(
+                    f"missing records: expected seq {expected} but segment starts at {first_seq}",
+                    segment=name,
+                    offset=0,
+                    seq=expected,
+                )
+            scan = SegmentScan(
+                name,
+                self._read(name),
+                first_seq=first_seq,
+                prev_hash=prev,
+                last=i == len(segments) - 1,
+            )
+            for frame in scan:
+                prev = frame.hash
+                expected = frame.header.seq + 1
+                if frame.header.seq >= start:
+                    yield frame
+
+    def open_frame(self, frame: Frame) -> Record:
+        """Decrypt one frame under its key term."""
+        h = frame.header
+        try:
+            sealer = self.keyring.barrier(h.term)
+            body = sealer.open(frame.payload[HEADER.size :], frame.payload[: HEADER.size])
+        except SealError:
+            raise CorruptionError(
+                "record fails authentication (wrong key or altered bytes)",
+                segment=frame.segment,
+                offset=frame.offset,
+                seq=h.seq,
+            ) from None
+        return Record(h.seq, h.timestamp, h.term, body)
+
+    def records(self, start: int = 1) -> Iterator[Record]:
+        """Decrypted records from seq ``start`` on; tracks the head as it goes."""
+        for frame in self.frames(start):
+            record = self.open_frame(frame)
+            if self._lock is None:
+                self.head = Head(record.seq, frame.hash, record.timestamp)
+            yield record
+
+    # ---- writing -------------------------------------------------------------------------
+
+    def append(self, bodies: Sequence[bytes]) -> list[Record]:
+        """Append records durably: they are acknowledged (returned) only after fsync.
+
+        A failed write or fsync makes this log read-only for good: after a failed fsync the
+        kernel may already have dropped the dirty pages, so retrying could report success
+        for data that never reached the disk.
+        """
+        if self._lock is None:
+            raise StoreError("the log was opened read-only")
+        if self._broken:
+            raise ReadOnlyError(f"store is read-only after an earlier failure: {self._broken}")
+        if not bodies:
+            return []
+        if self._fd is None or self._segment_size >= SEGMENT_BYTES:
+            self._open_segment()
+        keyring, term = self.keyring, self.keyring.term
+        sealer = keyring.barrier(term)
+        timestamp = max(time.time_ns(), self.head.timestamp)
+        seq, prev = self.head.seq, self.head.hash
+        chunks, records = [], []
+        for body in bodies:
+            seq += 1
+            raw = encode(
+                body, seq=seq, timestamp=timestamp, term=term, prev_hash=prev, sealer=sealer
+            )
+            prev = record_hash(raw)
+            chunks.append(raw)
+            records.append(Record(seq, timestamp, term, body))
+        data = b"".join(chunks)
+        assert self._fd is not None
+        try:
+            write_all(self._fd, data)
+            os.fdatasync(self._fd)
+        except OSError as exc:
+            self._broken = exc.strerror or str(exc)
+            with contextlib.suppress(OSError):  # leave no partial record behind if we can
+                os.ftruncate(self._fd, self._segment_size)
+            raise ReadOnlyError(
+                f"could not write to the log ({self._broken}); nothing was recorded"
+            ) from None
+        self._segment_size += len(data)
+        self.head = Head(seq, prev, timestamp)
+        return records
+
+    def _open_segment(self) -> None:
+        """Open the last segment for appending, or start a new one when it is full."""
+        if self._fd is not None:  # the current segment is full
+            os.close(self._fd)
+            self._fd = None
+        else:
+            segments = self.segments()
+            if segments:
+                path = self.directory / segments[-1][1]
+                size = path.stat().st_size
+                if size < SEGMENT_BYTES:
+                    self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+                    self._segment_size = size
+                    return
+        path = self.directory / segment_name(self.head.seq + 1)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                write_all(fd, SEGMENT_MAGIC)
+                os.fsync(fd)
+                fsync_dir(self.directory)
+            except OSError:
+                os.close(fd)
+                raise
+        except OSError as exc:
+            self._broken = exc.strerror or str(exc)
+            raise ReadOnlyError(f"could not create a log segment ({self._broken})") from None
+        self._fd, self._segment_size = fd, len(SEGMENT_MAGIC)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
