@@ -132,14 +132,16 @@ class FileLog:
         self._broken: str | None = None
         self.head = Head(0, GENESIS_HASH)
 
-    # ---- opening -------------------------------------------------------------------------
-
     @classmethod
-    def open_writer(cls, directory: Path, keyring: Keyring, *, lock_timeout: float) -> FileLog:
-        """Take the writer lock, cut off a torn tail and find the head."""
+    def open_writer(cls, directory: Path, keyring: Keyring, lock: WriterLock) -> FileLog:
+        """The log for appending, under ``lock`` (held, and released by ``close``).
+
+        Opening cuts off a torn tail and finds the head.
+        """
+        if not lock.held:
+            raise StoreError("the writer lock must be held to append")
         log = cls(directory, keyring)
-        log._lock = WriterLock(directory)
-        log._lock.acquire(lock_timeout)
+        log._lock = lock
         try:
             log._recover_tail()
         except BaseException:

@@ -1,0 +1,245 @@
+"""Core: opens a store, replays it into projections, routes requests, appends their events."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import msgpack
+
+from backends.errors import InvalidRequestError, NoHandlerError
+from backends.request import Request, Response
+from backends.router import route
+from eventstore import FileLog, Keyring, UnsealError
+from eventstore.keyring import KEYRING_FILE
+from eventstore.lock import WriterLock
+from projections import (
+    Event,
+    Mount,
+    MountCreated,
+    MountRemoved,
+    SecretDeleted,
+    SecretWritten,
+    StoreState,
+    apply,
+    decode,
+    encode,
+)
+
+SYSTEM_DESCRIPTION = "system endpoints used for control, policy and debugging"
+DEFAULT_MOUNTS = (
+    ("sys/", "system", SYSTEM_DESCRIPTION),
+    ("secret/", "generic", "generic secret storage"),
+)
+
+
+class Backend(Protocol):
+    def handle(self, view: MountView, request: Request) -> Response: ...
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+class MountView:
+    """What a backend sees of the store: its own mount's values, sealed with its own key.
+
+    Writes are staged; the Core appends them after the backend answers.
+    """
+
+    def __init__(self, core: Core, mount: Mount, request: Request) -> None:
+        self.core, self.mount, self.request = core, mount, request
+
+    def _aad(self, path: str) -> bytes:
+        return f"{self.mount.id}\0{path}".encode()
+
+    def get(self, path: str) -> dict[str, Any] | None:
+        sealed = self.core.state.data[self.mount.id].get(path)
+        if sealed is None:
+            return None
+        plain = self.core.keyring.mount_sealer(self.mount.id).open(sealed, self._aad(path))
+        return msgpack.unpackb(plain, raw=False)
+
+    def list(self, prefix: str) -> list[str]:
+        """Immediate children of ``prefix``; folders end with ``/``."""
+        keys = set()
+        for path in self.core.state.data[self.mount.id]:
+            if path.startswith(prefix):
+                rest = path[len(prefix) :]
+                head, slash, _ = rest.partition("/")
+                keys.add(head + slash)
+        return sorted(keys)
+
+    def put(self, path: str, value: dict[str, Any]) -> None:
+        sealer = self.core.keyring.mount_sealer(self.mount.id)
+        sealed = sealer.seal(msgpack.packb(value, use_bin_type=True), self._aad(path))
+        self.core.stage(SecretWritten(**self._who(), path=path, value=sealed))
+
+    def delete(self, path: str) -> None:
+        self.core.stage(SecretDeleted(**self._who(), path=path))
+
+    def _who(self) -> dict[str, str]:
+        request = self.request
+        return {"actor": request.actor, "request_id": request.request_id, "mount_id": self.mount.id}
+
+
+class Core:
+    """One open store. Open with ``Core.open``; close when done."""
+
+    def __init__(
+        self, directory: Path, unseal_key: bytes, keyring: Keyring, log: FileLog, writable: bool
+    ) -> None:
+        self.directory = directory
+        self.unseal_key = unseal_key
+        self.keyring = keyring
+        self.log = log
+        self.writable = writable
+        self.state = StoreState()
+        self._staged: list[Event] = []
+
+    @classmethod
+    def open(
+        cls, directory: Path, unseal_key: bytes, *, write: bool, lock_timeout: float = 30.0
+    ) -> Core:
+        """Open (creating on first use) the store in ``directory`` and replay it.
+
+        Readers take no lock; a writer holds the store's lock until ``close``.
+        """
+        if not write:
+            if not (directory / KEYRING_FILE).exists():  # first use creates the store
+                cls.open(directory, unseal_key, write=True, lock_timeout=lock_timeout).close()
+            keyring = Keyring.load(directory, unseal_key)
+            core = cls(directory, unseal_key, keyring, FileLog(directory, keyring), False)
+            core._replay()
+            return core
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        lock = WriterLock(directory)
+        lock.acquire(lock_timeout)
+        try:
+            keyring, created = _load_or_create_keyring(directory, unseal_key)
+            log = FileLog.open_writer(directory, keyring, lock)
+        except BaseException:
+            lock.release()
+            raise
+        try:
+            core = cls(directory, unseal_key, keyring, log, True)
+            core._replay()
+            if created:
+                core._create_default_mounts()
+            core._shred_orphan_keys()
+            return core
+        except BaseException:
+            log.close()
+            raise
+
+    def _replay(self) -> None:
+        for record in self.log.records():
+            apply(self.state, decode(record))
+
+    def _create_default_mounts(self) -> None:
+        request_id = new_id()
+        for path, backend_type, description in DEFAULT_MOUNTS:
+            self.stage(
+                MountCreated(
+                    actor="vaultlog",
+                    request_id=request_id,
+                    mount_id=new_id(),
+                    path=path,
+                    backend_type=backend_type,
+                    description=description,
+                )
+            )
+        self.commit()
+
+    def _shred_orphan_keys(self) -> None:
+        """Destroy data keys of mounts that are gone: unmounts interrupted before shredding,
+        and mounts whose creation never reached the log."""
+        orphans = [m for m in self.keyring.mounts if m not in self.state.mounts.by_id]
+        if orphans:
+            for mount_id in orphans:
+                self.keyring.shred_mount_key(mount_id)
+            self.keyring.save(self.directory, self.unseal_key)
+
+    # ---- serving requests ----------------------------------------------------------------
+
+    def handle(self, request: Request) -> Response:
+        """Route ``request`` to its backend and append what it changed."""
+        if not request.path.strip("/"):
+            raise InvalidRequestError("missing path")
+        path = request.path.lstrip("/")
+        found = route(self.state.mounts, path)
+        if found is None:
+            raise NoHandlerError(f"no handler for route '{path}'")
+        mount, relative = found
+        backend = self.backend(mount.type)
+        inner = replace(request, path=relative)
+        self._staged = []
+        response = backend.handle(MountView(self, mount, inner), inner)
+        self.commit()
+        return response
+
+    def backend(self, backend_type: str) -> Backend:
+        from backends import generic, sys
+
+        if backend_type == "system":
+            return sys.SysBackend(self)
+        if backend_type == "generic":
+            return generic.GenericBackend()
+        raise InvalidRequestError(f"unknown backend type: {backend_type}")
+
+    def stage(self, event: Event) -> None:
+        self._staged.append(event)
+
+    def commit(self) -> None:
+        """Append the staged events durably, then fold them into the state.
+
+        A new mount's data key is saved before its ``mount.created`` is appended (a key
+        without a mount is harmless and shredded on the next open); a removed mount's key
+        is destroyed only after ``mount.removed`` is durable, so a failure leaves the mount
+        as it was.
+        """
+        events, self._staged = self._staged, []
+        if not events:
+            return
+        new_mounts = [e.mount_id for e in events if isinstance(e, MountCreated)]
+        for mount_id in new_mounts:
+            self.keyring.add_mount_key(mount_id)
+        if new_mounts:
+            self.keyring.save(self.directory, self.unseal_key)
+        records = self.log.append([encode(event) for event in events])
+        for event, record in zip(events, records, strict=True):
+            apply(self.state, replace(event, seq=record.seq, time=record.timestamp))
+        removed = [e.mount_id for e in events if isinstance(e, MountRemoved)]
+        for mount_id in removed:
+            self.keyring.shred_mount_key(mount_id)
+        if removed:
+            self.keyring.save(self.directory, self.unseal_key)
+
+    def close(self) -> None:
+        self.log.close()
+
+
+def _load_or_create_keyring(directory: Path, unseal_key: bytes) -> tuple[Keyring, bool]:
+    """The store's keyring, created (with the store) if this is the first use."""
+    if (directory / KEYRING_FILE).exists():
+        return Keyring.load(directory, unseal_key), False
+    if any(directory.glob("*.seg")):
+        raise UnsealError(f"the keyring of the store in {directory} is missing")
+    keyring = Keyring.create()
+    keyring.save(directory, unseal_key)
+    return keyring, True
+
+
+def actor() -> str:
+    """``user@host``: who acts in embedded mode."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"

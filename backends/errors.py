@@ -1,0 +1,35 @@
+"""Request errors: what a backend answers when a request cannot be served.
+
+VaultlogError (eventstore.errors)
+ └── RequestError               the request is wrong; the store is unchanged
+      ├── InvalidRequestError   bad or missing input (HTTP 400)
+      ├── PermissionDeniedError a protected path (HTTP 403)
+      ├── NoHandlerError        no mount serves the path (HTTP 404)
+      └── ConflictError         the path is already in use (HTTP 409)
+"""
+
+from __future__ import annotations
+
+from eventstore import VaultlogError
+
+
+class RequestError(VaultlogError):
+    """The request cannot be served; nothing was appended."""
+
+    status = 400
+
+
+class InvalidRequestError(RequestError):
+    status = 400
+
+
+class PermissionDeniedError(RequestError):
+    status = 403
+
+
+class NoHandlerError(RequestError):
+    status = 404
+
+
+class ConflictError(RequestError):
+    status = 409

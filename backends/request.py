@@ -1,0 +1,29 @@
+"""Request and Response: what the CLI (and later the HTTP API) translate to and from."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Operation = Literal["read", "write", "delete", "list"]
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    operation: Operation
+    path: str
+    data: dict[str, Any] = field(default_factory=dict)
+    actor: str = "unknown"
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """``data`` is None when there is nothing at the path."""
+
+    data: dict[str, Any] | None = None
+    lease_id: str = ""
+    lease_duration: int = 0
+    renewable: bool = False
+    warnings: tuple[str, ...] = ()

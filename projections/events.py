@@ -1,0 +1,100 @@
+"""The domain facts: every change to a store is one of these, appended to the log.
+
+Each event is a frozen dataclass; on disk it is a small msgpack map whose ``type`` names
+the class. ``seq`` and ``time`` are not stored in the body: they come from the record
+header, which the log authenticates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import msgpack
+
+from eventstore import Record
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Event:
+    """What every fact carries: who caused it, in which request, where and when it landed."""
+
+    TYPE: ClassVar[str] = ""
+    actor: str
+    request_id: str
+    seq: int = 0
+    time: int = 0  # unix nanoseconds, from the record header
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MountCreated(Event):
+    TYPE: ClassVar[str] = "mount.created"
+    mount_id: str
+    path: str
+    backend_type: str
+    description: str = ""
+    default_lease_ttl: int = 0  # seconds; 0 means the system default
+    max_lease_ttl: int = 0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MountRemoved(Event):
+    TYPE: ClassVar[str] = "mount.removed"
+    mount_id: str
+    path: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MountMoved(Event):
+    TYPE: ClassVar[str] = "mount.moved"
+    mount_id: str
+    from_path: str
+    to_path: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SecretWritten(Event):
+    """A backend stored a value; ``value`` is sealed with the mount's data key."""
+
+    TYPE: ClassVar[str] = "secret.written"
+    mount_id: str
+    path: str  # relative to the mount, so a remount keeps it
+    value: bytes
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SecretDeleted(Event):
+    TYPE: ClassVar[str] = "secret.deleted"
+    mount_id: str
+    path: str
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.TYPE: cls for cls in (MountCreated, MountRemoved, MountMoved, SecretWritten, SecretDeleted)
+}
+_HEADER_FIELDS = frozenset({"seq", "time"})
+_FIELDS = {
+    cls: tuple(f.name for f in fields(cls) if f.name not in _HEADER_FIELDS)
+    for cls in EVENT_TYPES.values()
+}
+
+
+class UnknownEventError(ValueError):
+    """A record body that is not an event this version knows."""
+
+
+def encode(event: Event) -> bytes:
+    """The msgpack body of ``event``, as appended to the log."""
+    body: dict[str, Any] = {"type": event.TYPE}
+    for name in _FIELDS[type(event)]:
+        body[name] = getattr(event, name)
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def decode(record: Record) -> Event:
+    """The event a record carries, with ``seq`` and ``time`` from its header."""
+    body = msgpack.unpackb(record.body, raw=False)
+    cls = EVENT_TYPES.get(body.pop("type", None))
+    if cls is None:
+        raise UnknownEventError(f"record {record.seq} holds an unknown event type")
+    return cls(**body, seq=record.seq, time=record.timestamp)
