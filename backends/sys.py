@@ -95,7 +95,7 @@ class SysBackend:
             raise PermissionDeniedError(f"cannot unmount '{path}'")
         mount = self.core.state.mounts.at(path)
         if mount is None:
-            raise InvalidRequestError(f"no matching mount at '{path}'")
+            raise InvalidRequestError("no matching mount")
         self.core.stage(
             MountRemoved(
                 actor=request.actor, request_id=request.request_id, mount_id=mount.id, path=path

@@ -1,0 +1,277 @@
+"""The ``vault`` command: Vault 0.5's CLI over an embedded vaultlog store."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+
+from backends import Core, Request, RequestError, Response, actor
+from eventstore import VaultlogError
+from tools.config import locate_store
+from tools.output import columns, secret_json, secret_table, text
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="vaultlog: Vault's secret backends over an encrypted, tamper-evident event log.",
+)
+
+# Vault's flags are single-dash (-path=x); these are rewritten to --path=x before parsing.
+_LONG_FLAGS = frozenset(
+    {"path", "description", "default-lease-ttl", "max-lease-ttl", "field", "format", "help"}
+)
+_SINGLE_DASH = re.compile(r"^-([a-z][a-z-]+)(=.*)?$", re.DOTALL)
+
+
+class CommandFailed(Exception):
+    """A command could not do what was asked; ``str()`` is the one line to print."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def vault_style_flags(args: list[str]) -> list[str]:
+    """Accept Vault's ``-flag=value`` and ``-flag`` as well as ``--flag value``."""
+    out = []
+    for i, arg in enumerate(args):
+        if arg == "--":
+            return out + args[i:]
+        match = _SINGLE_DASH.match(arg)
+        out.append(f"-{arg}" if match and match.group(1) in _LONG_FLAGS else arg)
+    return out
+
+
+@contextmanager
+def open_store(*, write: bool) -> Iterator[Core]:
+    location = locate_store()
+    timeout = float(os.environ.get("VAULTLOG_LOCK_TIMEOUT", "30"))
+    core = Core.open(location.directory, location.unseal_key, write=write, lock_timeout=timeout)
+    try:
+        yield core
+    finally:
+        core.close()
+
+
+def call(request: Request, *, write: bool, error_prefix: str, exit_code: int = 1) -> Response:
+    """Serve one request against the store, turning request errors into one line."""
+    with open_store(write=write) as core:
+        try:
+            return core.handle(request)
+        except RequestError as exc:
+            raise CommandFailed(f"{error_prefix}: {exc}", exit_code) from None
+
+
+def request(operation: str, path: str, data: dict[str, Any] | None = None) -> Request:
+    return Request(operation, path.lstrip("/"), data or {}, actor=actor())  # type: ignore[arg-type]
+
+
+@app.command()
+def init() -> None:
+    """Create the store explicitly and print where its data and unseal key live."""
+    location = locate_store()
+    from eventstore.keyring import KEYRING_FILE
+
+    if (location.directory / KEYRING_FILE).exists():
+        raise CommandFailed(f"Error: a store already exists in {location.directory}", 1)
+    with open_store(write=True) as core:
+        head = core.log.head
+    print(f"Initialized a new vaultlog store in {location.directory}")
+    print(f"Unseal key: {location.key_source}")
+    print(f"Log head: {head}")
+
+
+@app.command()
+def mount(
+    backend_type: Annotated[str, typer.Argument(metavar="TYPE")],
+    path: Annotated[str, typer.Option(help="Mount point (default: the type's name).")] = "",
+    description: Annotated[str, typer.Option(help="Human-friendly description.")] = "",
+    default_lease_ttl: Annotated[str, typer.Option(help="Default lease TTL, e.g. 1h.")] = "",
+    max_lease_ttl: Annotated[str, typer.Option(help="Maximum lease TTL, e.g. 24h.")] = "",
+) -> None:
+    """Mount a secret backend at a path."""
+    path = path or backend_type
+    config = {"default_lease_ttl": default_lease_ttl, "max_lease_ttl": max_lease_ttl}
+    data = {"type": backend_type, "description": description, "config": config}
+    call(
+        request("write", f"sys/mounts/{path}", data),
+        write=True,
+        error_prefix="Mount error",
+        exit_code=2,
+    )
+    print(f"Successfully mounted '{backend_type}' at '{path}'!")
+
+
+@app.command()
+def mounts() -> None:
+    """List the mounted secret backends."""
+    table = call(
+        request("read", "sys/mounts"), write=False, error_prefix="Error reading mounts", exit_code=2
+    )
+    rows = [("Path", "Type", "Description")]
+    for mount_path, info in sorted((table.data or {}).items()):
+        rows.append((mount_path, info["type"], info["description"]))
+    print(columns(rows))
+
+
+@app.command()
+def unmount(path: str) -> None:
+    """Unmount a backend: its secrets are revoked and its data is deleted."""
+    call(
+        request("delete", f"sys/mounts/{path}"),
+        write=True,
+        error_prefix="Unmount error",
+        exit_code=2,
+    )
+    print(f"Successfully unmounted '{path}'!")
+
+
+@app.command()
+def remount(source: Annotated[str, typer.Argument(metavar="FROM")], to: str) -> None:
+    """Move a mounted backend to a new path, keeping its data."""
+    data = {"from": source, "to": to}
+    call(
+        request("write", "sys/remount", data), write=True, error_prefix="Remount error", exit_code=2
+    )
+    print(f"Successfully remounted from '{source}' to '{to}'!")
+
+
+@app.command()
+def write(
+    path: str,
+    data: Annotated[list[str] | None, typer.Argument(metavar="[K=V|@FILE|-]...")] = None,
+) -> None:
+    """Write data (key=value pairs, @file.json, or JSON on stdin with -) to a path."""
+    values = parse_data(data or [])
+    call(request("write", path, values), write=True, error_prefix=f"Error writing data to {path}")
+    print(f"Success! Data written to: {path}")
+
+
+@app.command()
+def read(
+    path: str,
+    field: Annotated[str, typer.Option(help="Print only this field's value.")] = "",
+    format: Annotated[str, typer.Option(help="table or json.")] = "table",
+) -> None:
+    """Read the secret at a path."""
+    if format not in ("table", "json"):
+        raise CommandFailed(f"Invalid output format: {format}", 1)
+    response = call(request("read", path), write=False, error_prefix=f"Error reading {path}")
+    if response.data is None:
+        raise CommandFailed(f"No value found at {path}", 1)
+    if field:
+        if field not in response.data:
+            raise CommandFailed(f"Field {field} not present in secret", 1)
+        print(text(response.data[field]))
+    elif format == "json":
+        print(secret_json(response))
+    else:
+        print(secret_table(response))
+
+
+@app.command()
+def delete(path: str) -> None:
+    """Delete the secret at a path."""
+    call(request("delete", path), write=True, error_prefix=f"Error deleting '{path}'")
+    print(f"Success! Deleted '{path}'")
+
+
+@app.command(name="list")
+def list_(path: str) -> None:
+    """List the keys under a path."""
+    response = call(request("list", path), write=False, error_prefix=f"Error reading {path}")
+    keys = (response.data or {}).get("keys") or []
+    if not keys:
+        print("No entries found", file=sys.stderr)  # Vault 0.5 exits 0 here
+        return
+    print("\n".join(["Keys", *keys]))
+
+
+def parse_data(args: list[str]) -> dict[str, Any]:
+    """Vault's key=value builder: ``k=v``, ``k=@file``, ``k=-``, ``@file.json``, ``-``."""
+    data: dict[str, Any] = {}
+    for arg in args:
+        if arg == "-":
+            data.update(_json_object(sys.stdin.read(), "stdin"))
+        elif arg.startswith("@"):
+            data.update(_json_object(_read_file(arg[1:]), arg[1:]))
+        else:
+            key, sep, value = arg.partition("=")
+            if not sep or not key:
+                raise CommandFailed(
+                    f"Error loading data: Invalid key/value pair '{_redact(arg)}': "
+                    "format must be key=value",
+                    1,
+                )
+            if value.startswith("@"):
+                value = _read_file(value[1:])
+            elif value.startswith("\\@"):
+                value = value[1:]
+            elif value == "-":
+                value = sys.stdin.read()
+            data[key] = value
+    return data
+
+
+def _redact(arg: str) -> str:
+    """An argument shown in an error, cut short: it may hold part of a secret."""
+    return arg if len(arg) <= 12 else arg[:12] + "..."
+
+
+def _read_file(name: str) -> str:
+    try:
+        with open(name, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+        raise CommandFailed(
+            f"Error loading data: error reading file '{name}': {reason}", 1
+        ) from None
+
+
+def _json_object(raw: str, source: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise CommandFailed(f"Error loading data: {source} does not hold valid JSON", 1) from None
+    if not isinstance(value, dict):
+        raise CommandFailed(f"Error loading data: {source} must hold a JSON object", 1)
+    return value
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``vault`` executable: every failure is one line on stderr."""
+    args = vault_style_flags(sys.argv[1:] if argv is None else argv)
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args, prog_name="vault", standalone_mode=False)
+    except CommandFailed as exc:
+        print(str(exc), file=sys.stderr)
+        code = exc.exit_code
+    except VaultlogError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        code = 2
+    except typer.Abort:
+        print("Aborted.", file=sys.stderr)
+        code = 130
+    except typer.TyperException as exc:  # usage errors from typer's bundled click
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        print(f"Error: {message} (see 'vault {_sub(args)}--help')", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _sub(args: list[str]) -> str:
+    return f"{args[0]} " if args and not args[0].startswith("-") else ""

@@ -1,0 +1,74 @@
+"""Where an embedded store lives, and where its unseal key comes from (DESIGN.md, "Keys")."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from eventstore import UnsealError, decode_unseal_key, encode_unseal_key, new_key
+from eventstore.files import fsync_dir
+from eventstore.keyring import KEYRING_FILE
+
+UNSEAL_ENV = "VAULTLOG_UNSEAL_KEY"
+
+
+def _xdg(variable: str, fallback: str) -> Path:
+    value = os.environ.get(variable)
+    return Path(value) if value else Path.home() / fallback
+
+
+def data_dir() -> Path:
+    value = os.environ.get("VAULTLOG_DIR")
+    return Path(value) if value else _xdg("XDG_DATA_HOME", ".local/share") / "vaultlog"
+
+
+def unseal_key_file() -> Path:
+    return _xdg("XDG_CONFIG_HOME", ".config") / "vaultlog" / "unseal.key"
+
+
+@dataclass(frozen=True)
+class StoreLocation:
+    directory: Path
+    unseal_key: bytes
+    key_source: str  # the file it came from, or the environment variable
+    created_key: bool = False
+
+
+def locate_store(*, create: bool = True) -> StoreLocation:
+    """The data directory and unseal key; on first use a new key is created (0600)."""
+    directory = data_dir()
+    env_key = os.environ.get(UNSEAL_ENV)
+    if env_key:
+        return StoreLocation(directory, decode_unseal_key(env_key), f"${UNSEAL_ENV}")
+    path = unseal_key_file()
+    try:
+        return StoreLocation(directory, decode_unseal_key(path.read_text()), str(path))
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise UnsealError(f"cannot read unseal key {path}: {exc.strerror}") from None
+    if (directory / KEYRING_FILE).exists() or not create:
+        raise UnsealError(f"no unseal key: set {UNSEAL_ENV} or restore {path}")
+    return StoreLocation(directory, _create_key_file(path), str(path), created_key=True)
+
+
+def _create_key_file(path: Path) -> bytes:
+    """Write a new unseal key without ever replacing one another process just wrote."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key = new_key()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, (encode_unseal_key(key) + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)  # fails if another process created the key first
+    except FileExistsError:
+        return decode_unseal_key(path.read_text())
+    finally:
+        tmp.unlink()
+    fsync_dir(path.parent)
+    return key
