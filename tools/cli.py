@@ -274,4 +274,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _sub(args: list[str]) -> str:
-    return f"{args[0]} " if args and not args[0].startswith("-") else ""
+    """``"read "`` when the arguments name a known command, for pointing at its help."""
+    names = {
+        info.name or (info.callback.__name__ if info.callback else "")
+        for info in app.registered_commands
+    }
+    return f"{args[0]} " if args and args[0] in names else ""

@@ -1,0 +1,89 @@
+"""Shared fixtures: a private store per test and a runner for the installed ``vault``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from backends import Core
+from eventstore import new_key
+
+
+def vault_executable() -> str:
+    """The ``vault`` installed beside this interpreter (the one the README installs)."""
+    beside = Path(sys.executable).parent / "vault"
+    found = str(beside) if beside.exists() else shutil.which("vault")
+    if not found:
+        pytest.fail("the vault executable is not installed: pip install -e '.[test]'")
+    return found
+
+
+@dataclass
+class VaultCLI:
+    """Runs ``vault`` in a subprocess against one private data and config directory."""
+
+    home: Path
+    env: dict[str, str]
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.env["VAULTLOG_DIR"])
+
+    def run(
+        self, *args: str, stdin: str | None = None, check: bool = False, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [vault_executable(), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            cwd=self.home,
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"vault {' '.join(args)} failed: {result.stderr}")
+        return result
+
+    def __call__(self, *args: str, stdin: str | None = None) -> str:
+        """stdout of a command that must succeed."""
+        return self.run(*args, stdin=stdin, check=True).stdout
+
+
+def cli_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VAULTLOG_")}
+    env.update(
+        VAULTLOG_DIR=str(home / "data"),
+        XDG_CONFIG_HOME=str(home / "config"),
+        XDG_DATA_HOME=str(home / "share"),
+        HOME=str(home),
+        VAULTLOG_LOCK_TIMEOUT="60",
+    )
+    return env
+
+
+@pytest.fixture
+def vault(tmp_path: Path) -> VaultCLI:
+    return VaultCLI(tmp_path, cli_env(tmp_path))
+
+
+@pytest.fixture
+def unseal_key() -> bytes:
+    return new_key()
+
+
+@pytest.fixture
+def core(tmp_path: Path, unseal_key: bytes) -> Iterator[Core]:
+    """A writable store opened in-process."""
+    opened = Core.open(tmp_path / "store", unseal_key, write=True)
+    try:
+        yield opened
+    finally:
+        opened.close()
