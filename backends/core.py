@@ -53,14 +53,13 @@ class MountView:
     def __init__(self, core: Core, mount: Mount, request: Request) -> None:
         self.core, self.mount, self.request = core, mount, request
 
-    def _aad(self, path: str) -> bytes:
-        return f"{self.mount.id}\0{path}".encode()
-
     def get(self, path: str) -> dict[str, Any] | None:
         sealed = self.core.state.data[self.mount.id].get(path)
         if sealed is None:
             return None
-        plain = self.core.keyring.mount_sealer(self.mount.id).open(sealed, self._aad(path))
+        plain = self.core.keyring.mount_sealer(self.mount.id).open(
+            sealed, "value", self.mount.id, path
+        )
         return msgpack.unpackb(plain, raw=False)
 
     def list(self, prefix: str) -> list[str]:
@@ -75,7 +74,7 @@ class MountView:
 
     def put(self, path: str, value: dict[str, Any]) -> None:
         sealer = self.core.keyring.mount_sealer(self.mount.id)
-        sealed = sealer.seal(msgpack.packb(value, use_bin_type=True), self._aad(path))
+        sealed = sealer.seal(msgpack.packb(value, use_bin_type=True), "value", self.mount.id, path)
         self.core.stage(SecretWritten(**self._who(), path=path, value=sealed))
 
     def delete(self, path: str) -> None:

@@ -41,16 +41,22 @@ class Sealer:
             raise ValueError("AES-256-GCM keys are 32 bytes")
         self._aead = AESGCM(key)
 
-    def seal(self, plaintext: bytes, aad: bytes) -> bytes:
-        """``nonce | ciphertext | tag``; ``aad`` is authenticated but not stored."""
+    def seal(self, plaintext: bytes, *context: bytes | str) -> bytes:
+        """``nonce | ciphertext | tag``, bound to ``context`` (authenticated, not stored)."""
         nonce = os.urandom(NONCE_BYTES)
-        return nonce + self._aead.encrypt(nonce, plaintext, aad)
+        return nonce + self._aead.encrypt(nonce, plaintext, _aad(context))
 
-    def open(self, sealed: bytes, aad: bytes) -> bytes:
-        """The plaintext, or ``SealError`` if anything about ``sealed`` or ``aad`` changed."""
+    def open(self, sealed: bytes, *context: bytes | str) -> bytes:
+        """The plaintext, or ``SealError`` if ``sealed`` or its ``context`` changed."""
         if len(sealed) < OVERHEAD:
             raise SealError("sealed value too short")
         try:
-            return self._aead.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], aad)
+            return self._aead.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], _aad(context))
         except InvalidTag:
             raise SealError("authentication failed") from None
+
+
+def _aad(context: tuple[bytes | str, ...]) -> bytes:
+    """Associated data: each part length-prefixed, so ("ab", "c") and ("a", "bc") differ."""
+    parts = [p.encode() if isinstance(p, str) else p for p in context]
+    return b"".join(len(p).to_bytes(4, "big") + p for p in parts)
