@@ -7,6 +7,7 @@ from backends.errors import (
     NoHandlerError,
     PermissionDeniedError,
     RequestError,
+    UpstreamError,
 )
 from backends.request import Request, Response
 
@@ -20,5 +21,6 @@ __all__ = [
     "Request",
     "RequestError",
     "Response",
+    "UpstreamError",
     "actor",
 ]

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import msgpack
 
 from backends.errors import InvalidRequestError, NoHandlerError
+from backends.expiration import ExpirationManager, bounded_ttls
 from backends.request import Request, Response
 from backends.router import route
 from eventstore import FileLog, Keyring, UnsealError
@@ -18,6 +19,9 @@ from eventstore.keyring import KEYRING_FILE
 from eventstore.lock import WriterLock
 from projections import (
     Event,
+    IntentCompleted,
+    IntentRecorded,
+    LeaseIssued,
     Mount,
     MountCreated,
     MountRemoved,
@@ -40,6 +44,18 @@ class Backend(Protocol):
     def handle(self, view: MountView, request: Request) -> Response: ...
 
 
+class LeasingBackend(Backend, Protocol):
+    """A backend whose secrets live outside the store and must be revoked."""
+
+    def revoke(self, view: MountView, internal: dict[str, Any]) -> None: ...
+
+    def roll_back(self, view: MountView, action: str, data: dict[str, Any]) -> None: ...
+
+
+class WriterNeeded(Exception):
+    """A request opened read-only turned out to change the store; reopen it for writing."""
+
+
 def new_id() -> str:
     return uuid.uuid4().hex[:16]
 
@@ -53,14 +69,18 @@ class MountView:
     def __init__(self, core: Core, mount: Mount, request: Request) -> None:
         self.core, self.mount, self.request = core, mount, request
 
+    def seal_value(self, value: Any, *context: str) -> bytes:
+        """``value`` packed and sealed with this mount's data key, bound to ``context``."""
+        sealer = self.core.keyring.mount_sealer(self.mount.id)
+        return sealer.seal(msgpack.packb(value, use_bin_type=True), self.mount.id, *context)
+
+    def open_value(self, sealed: bytes, *context: str) -> Any:
+        plain = self.core.keyring.mount_sealer(self.mount.id).open(sealed, self.mount.id, *context)
+        return msgpack.unpackb(plain, raw=False)
+
     def get(self, path: str) -> dict[str, Any] | None:
         sealed = self.core.state.data[self.mount.id].get(path)
-        if sealed is None:
-            return None
-        plain = self.core.keyring.mount_sealer(self.mount.id).open(
-            sealed, "value", self.mount.id, path
-        )
-        return msgpack.unpackb(plain, raw=False)
+        return None if sealed is None else self.open_value(sealed, "value", path)
 
     def list(self, prefix: str) -> list[str]:
         """Immediate children of ``prefix``; folders end with ``/``."""
@@ -73,12 +93,50 @@ class MountView:
         return sorted(keys)
 
     def put(self, path: str, value: dict[str, Any]) -> None:
-        sealer = self.core.keyring.mount_sealer(self.mount.id)
-        sealed = sealer.seal(msgpack.packb(value, use_bin_type=True), "value", self.mount.id, path)
+        sealed = self.seal_value(value, "value", path)
         self.core.stage(SecretWritten(**self._who(), path=path, value=sealed))
 
     def delete(self, path: str) -> None:
         self.core.stage(SecretDeleted(**self._who(), path=path))
+
+    def record_intent(self, action: str, data: dict[str, Any]) -> str:
+        """Durably record, before acting outside the store, how to undo the action."""
+        intent_id = new_id()
+        sealed = self.seal_value(data, "intent", intent_id)
+        self.core.stage(
+            IntentRecorded(**self._who(), intent_id=intent_id, action=action, data=sealed)
+        )
+        self.core.commit()
+        return intent_id
+
+    def complete_intent(self, intent_id: str, outcome: str) -> None:
+        who = self._who()
+        del who["mount_id"]
+        self.core.stage(IntentCompleted(**who, intent_id=intent_id, outcome=outcome))
+
+    def issue_lease(
+        self, internal: dict[str, Any], *, ttl: int = 0, max_ttl: int = 0, renewable: bool = True
+    ) -> tuple[str, int]:
+        """Stage a lease on what this request created; ``(lease id, lease duration)``."""
+        path = self.mount.path + self.request.path
+        lease_id = f"{path}/{uuid.uuid4()}"
+        mount = self.mount
+        ttl, max_ttl = bounded_ttls(mount.default_lease_ttl, mount.max_lease_ttl, ttl, max_ttl)
+        self.core.stage(
+            LeaseIssued(
+                **self._who(),
+                lease_id=lease_id,
+                path=path,
+                ttl=ttl,
+                max_ttl=max_ttl,
+                renewable=renewable,
+                internal=self.seal_value(internal, "lease", lease_id),
+            )
+        )
+        return lease_id, ttl
+
+    def commit(self) -> None:
+        self.core.commit()
 
     def _who(self) -> dict[str, str]:
         request = self.request
@@ -97,6 +155,8 @@ class Core:
         self.log = log
         self.writable = writable
         self.state = StoreState()
+        self.actor = actor()
+        self.expiration = ExpirationManager(self)
         self._staged: list[Event] = []
 
     @classmethod
@@ -129,6 +189,8 @@ class Core:
             if created:
                 core._create_default_mounts()
             core._shred_orphan_keys()
+            core.expiration.roll_back_intents()
+            core.expiration.expire_due()
             return core
         except BaseException:
             log.close()
@@ -176,20 +238,32 @@ class Core:
         backend = self.backend(mount.type)
         inner = replace(request, path=relative)
         self._staged = []
-        response = backend.handle(MountView(self, mount, inner), inner)
+        response = backend.handle(self.view(mount, inner), inner)
         self.commit()
         return response
 
-    def backend(self, backend_type: str) -> Backend:
-        from backends import generic, sys
+    def view(self, mount: Mount, request: Request) -> MountView:
+        return MountView(self, mount, request)
 
+    def backend(self, backend_type: str) -> Backend:
+        """The backend serving a mount type; imported on first use (aws pulls in boto3)."""
         if backend_type == "system":
-            return sys.SysBackend(self)
+            from backends.sys import SysBackend
+
+            return SysBackend(self)
         if backend_type == "generic":
-            return generic.GenericBackend()
+            from backends.generic import GenericBackend
+
+            return GenericBackend()
+        if backend_type == "aws":
+            from backends.aws import AwsBackend
+
+            return AwsBackend()
         raise InvalidRequestError(f"unknown backend type: {backend_type}")
 
     def stage(self, event: Event) -> None:
+        if not self.writable:
+            raise WriterNeeded
         self._staged.append(event)
 
     def commit(self) -> None:

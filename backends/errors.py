@@ -33,3 +33,7 @@ class NoHandlerError(RequestError):
 
 class ConflictError(RequestError):
     status = 409
+
+
+class UpstreamError(RequestError):
+    status = 502

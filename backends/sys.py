@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from backends.errors import ConflictError, InvalidRequestError, PermissionDeniedError
 from backends.request import Request, Response
 from backends.router import normalize_mount_path
 from backends.ttl import parse_duration
-from projections import MountCreated, MountMoved, MountRemoved
+from projections import NANOS, MountCreated, MountMoved, MountRemoved
 
 if TYPE_CHECKING:
     from backends.core import Core, MountView
 
 PROTECTED_PATHS = ("sys/", "audit/", "auth/")
-MOUNTABLE_TYPES = ("generic",)
+MOUNTABLE_TYPES = ("generic", "aws")
 
 
 class SysBackend:
-    """Serves ``sys/mounts``, ``sys/mounts/<path>`` and ``sys/remount``."""
+    """Serves ``sys/mounts[/<path>]``, ``sys/remount``, ``sys/renew``, ``sys/revoke*/``
+    and ``sys/leases``."""
 
     def __init__(self, core: Core) -> None:
         self.core = core
@@ -33,6 +35,17 @@ class SysBackend:
             return self.unmount(request, path.removeprefix("mounts/"))
         if path == "remount" and op == "write":
             return self.remount(request)
+        if path == "renew" and op == "write":
+            return self.renew(request)
+        if path == "leases" and op in ("read", "list"):
+            return self.list_leases(str(request.data.get("prefix") or ""))
+        for route, force in (
+            ("revoke/", False),
+            ("revoke-prefix/", False),
+            ("revoke-force/", True),
+        ):
+            if request.path.startswith(route) and op == "write":
+                return self.revoke(request, request.path.removeprefix(route), route, force)
         raise InvalidRequestError(f"unsupported operation: {op} sys/{request.path}")
 
     def list_mounts(self) -> Response:
@@ -96,6 +109,8 @@ class SysBackend:
         mount = self.core.state.mounts.at(path)
         if mount is None:
             raise InvalidRequestError("no matching mount")
+        # The seed: "all of its secrets are revoked ... If either fails, it remains mounted".
+        self.core.expiration.revoke_mount(mount.id, "unmount", request)
         self.core.stage(
             MountRemoved(
                 actor=request.actor, request_id=request.request_id, mount_id=mount.id, path=path
@@ -115,6 +130,7 @@ class SysBackend:
         if mount is None:
             raise InvalidRequestError(f"no matching mount at '{source}'")
         self._conflict(target, ignore=source)
+        self.core.expiration.revoke_mount(mount.id, "remount", request)
         self.core.stage(
             MountMoved(
                 actor=request.actor,
@@ -125,3 +141,35 @@ class SysBackend:
             )
         )
         return Response()
+
+    def renew(self, request: Request) -> Response:
+        lease_id = str(request.data.get("lease_id") or "")
+        increment = parse_duration(request.data.get("increment") or 0)
+        lease = self.core.expiration.renew(lease_id, increment, request)
+        remaining = max(0, round((lease.expires - time.time_ns()) / NANOS))
+        return Response(data={}, lease_id=lease.id, lease_duration=remaining, renewable=True)
+
+    def revoke(self, request: Request, target: str, route: str, force: bool) -> Response:
+        if not target:
+            raise InvalidRequestError("missing lease id or prefix")
+        expiration = self.core.expiration
+        if route == "revoke/":
+            expiration.revoke(expiration.lookup(target), "explicit", request)
+            return Response(data={"revoked": [target]})
+        revoked = expiration.revoke_prefix(target, "prefix", request, force=force)
+        return Response(data={"revoked": revoked})
+
+    def list_leases(self, prefix: str) -> Response:
+        leases = [
+            {
+                "lease_id": lease.id,
+                "path": lease.path,
+                "issued": lease.issued,
+                "expires": lease.expires,
+                "renewable": lease.renewable,
+                "failures": lease.failures,
+                "last_error": lease.last_error,
+            }
+            for lease in self.core.state.leases_under(prefix)
+        ]
+        return Response(data={"leases": leases})

@@ -2,7 +2,14 @@
 
 from projections.events import (
     EVENT_TYPES,
+    REVOKE_REASONS,
     Event,
+    IntentCompleted,
+    IntentRecorded,
+    LeaseIssued,
+    LeaseRenewed,
+    LeaseRevoked,
+    LeaseRevokeFailed,
     MountCreated,
     MountMoved,
     MountRemoved,
@@ -12,11 +19,31 @@ from projections.events import (
     decode,
     encode,
 )
-from projections.state import Mount, MountTable, RemovedMount, StoreState, apply, replay
+from projections.state import (
+    NANOS,
+    Intent,
+    Lease,
+    Mount,
+    MountTable,
+    RemovedMount,
+    StoreState,
+    apply,
+    replay,
+)
 
 __all__ = [
     "EVENT_TYPES",
+    "NANOS",
+    "REVOKE_REASONS",
     "Event",
+    "Intent",
+    "IntentCompleted",
+    "IntentRecorded",
+    "Lease",
+    "LeaseIssued",
+    "LeaseRenewed",
+    "LeaseRevokeFailed",
+    "LeaseRevoked",
     "Mount",
     "MountCreated",
     "MountMoved",

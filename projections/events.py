@@ -69,8 +69,86 @@ class SecretDeleted(Event):
     path: str
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LeaseIssued(Event):
+    """A backend handed out a secret that must be revoked later.
+
+    ``internal`` is what revocation needs (e.g. the IAM user), sealed with the mount's key.
+    """
+
+    TYPE: ClassVar[str] = "lease.issued"
+    lease_id: str
+    mount_id: str
+    path: str  # the full request path the secret was issued at
+    ttl: int  # seconds from issue to expiry
+    max_ttl: int  # seconds from issue beyond which renewals cannot reach
+    renewable: bool
+    internal: bytes
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LeaseRenewed(Event):
+    TYPE: ClassVar[str] = "lease.renewed"
+    lease_id: str
+    expires: int  # unix nanoseconds
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LeaseRevoked(Event):
+    TYPE: ClassVar[str] = "lease.revoked"
+    lease_id: str
+    reason: str  # one of REVOKE_REASONS
+
+
+REVOKE_REASONS = ("explicit", "expired", "prefix", "unmount", "remount", "forced")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LeaseRevokeFailed(Event):
+    """The backend could not revoke; the lease stays live and is retried with backoff."""
+
+    TYPE: ClassVar[str] = "lease.revoke_failed"
+    lease_id: str
+    reason: str  # why it was being revoked; a later successful retry records the same
+    error: str
+    attempt: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class IntentRecorded(Event):
+    """A backend is about to act outside the store; ``data`` (sealed) says how to undo it."""
+
+    TYPE: ClassVar[str] = "intent.recorded"
+    intent_id: str
+    mount_id: str
+    action: str
+    data: bytes
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class IntentCompleted(Event):
+    """The outcome of an intent: ``done``, ``failed`` or ``rolled_back``."""
+
+    TYPE: ClassVar[str] = "intent.completed"
+    intent_id: str
+    outcome: str
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
-    cls.TYPE: cls for cls in (MountCreated, MountRemoved, MountMoved, SecretWritten, SecretDeleted)
+    cls.TYPE: cls
+    for cls in (
+        MountCreated,
+        MountRemoved,
+        MountMoved,
+        SecretWritten,
+        SecretDeleted,
+        LeaseIssued,
+        LeaseRenewed,
+        LeaseRevoked,
+        LeaseRevokeFailed,
+        IntentRecorded,
+        IntentCompleted,
+    )
 }
 _HEADER_FIELDS = frozenset({"seq", "time"})
 _FIELDS = {

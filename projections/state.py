@@ -8,16 +8,24 @@ an earlier state keep their own copy (``StoreState.copy``).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from projections.events import (
     Event,
+    IntentCompleted,
+    IntentRecorded,
+    LeaseIssued,
+    LeaseRenewed,
+    LeaseRevoked,
+    LeaseRevokeFailed,
     MountCreated,
     MountMoved,
     MountRemoved,
     SecretDeleted,
     SecretWritten,
 )
+
+NANOS = 1_000_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +47,36 @@ class RemovedMount:
     id: str
     path: str
     type: str
+    time: int
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A live lease: issued, not yet revoked. Times are unix nanoseconds."""
+
+    id: str
+    mount_id: str
+    path: str
+    issued: int
+    expires: int
+    max_expires: int
+    renewable: bool
+    internal: bytes
+    ttl: int  # seconds: the duration it was issued for, and the default renewal
+    failures: int = 0
+    last_failure: int = 0
+    last_error: str = ""
+    pending_reason: str = ""  # set while a revocation keeps failing
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """An action outside the store that was started and has no recorded outcome yet."""
+
+    id: str
+    mount_id: str
+    action: str
+    data: bytes
     time: int
 
 
@@ -78,6 +116,8 @@ class StoreState:
     mounts: MountTable = field(default_factory=MountTable)
     data: dict[str, dict[str, bytes]] = field(default_factory=dict)  # mount id -> path -> sealed
     removed: dict[str, RemovedMount] = field(default_factory=dict)
+    leases: dict[str, Lease] = field(default_factory=dict)
+    intents: dict[str, Intent] = field(default_factory=dict)
 
     def copy(self) -> StoreState:
         return StoreState(
@@ -85,6 +125,15 @@ class StoreState:
             self.mounts.copy(),
             {mount_id: dict(values) for mount_id, values in self.data.items()},
             dict(self.removed),
+            dict(self.leases),
+            dict(self.intents),
+        )
+
+    def leases_under(self, prefix: str) -> list[Lease]:
+        """Live leases whose id starts with ``prefix``, in id order."""
+        return sorted(
+            (lease for lease in self.leases.values() if lease.id.startswith(prefix)),
+            key=lambda lease: lease.id,
         )
 
 
@@ -110,6 +159,43 @@ def apply(state: StoreState, event: Event) -> StoreState:
             mount = state.mounts.remove(event.mount_id)
             del state.data[event.mount_id]
             state.removed[mount.id] = RemovedMount(mount.id, mount.path, mount.type, event.time)
+            # Its key is destroyed: nothing of the mount can be revoked or rolled back now.
+            for lease in [x for x in state.leases.values() if x.mount_id == mount.id]:
+                del state.leases[lease.id]
+            for intent in [x for x in state.intents.values() if x.mount_id == mount.id]:
+                del state.intents[intent.id]
+        case LeaseIssued():
+            state.leases[event.lease_id] = Lease(
+                event.lease_id,
+                event.mount_id,
+                event.path,
+                event.time,
+                event.time + event.ttl * NANOS,
+                event.time + event.max_ttl * NANOS,
+                event.renewable,
+                event.internal,
+                event.ttl,
+            )
+        case LeaseRenewed():
+            lease = state.leases[event.lease_id]
+            state.leases[lease.id] = replace(lease, expires=event.expires)
+        case LeaseRevoked():
+            state.leases.pop(event.lease_id, None)
+        case LeaseRevokeFailed():
+            lease = state.leases[event.lease_id]
+            state.leases[lease.id] = replace(
+                lease,
+                failures=event.attempt,
+                last_failure=event.time,
+                last_error=event.error,
+                pending_reason=event.reason,
+            )
+        case IntentRecorded():
+            state.intents[event.intent_id] = Intent(
+                event.intent_id, event.mount_id, event.action, event.data, event.time
+            )
+        case IntentCompleted():
+            state.intents.pop(event.intent_id, None)
         case MountMoved():
             mount = state.mounts.remove(event.mount_id)
             state.mounts.add(

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from backends import Core
-from eventstore import new_key
+from eventstore import decode_unseal_key, new_key
+from projections import Event, decode
+from tests.iam_endpoint import IamProxy, MotoServer
 
 
 def vault_executable() -> str:
@@ -56,6 +58,17 @@ class VaultCLI:
         """stdout of a command that must succeed."""
         return self.run(*args, stdin=stdin, check=True).stdout
 
+    def unseal_key(self) -> bytes:
+        return decode_unseal_key((self.home / "config/vaultlog/unseal.key").read_text())
+
+    def events(self) -> list[Event]:
+        """Every event in the store's log, read-only (opening runs no expiry)."""
+        reader = Core.open(self.data_dir, self.unseal_key(), write=False)
+        try:
+            return [decode(record) for record in reader.log.records()]
+        finally:
+            reader.close()
+
 
 def cli_env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VAULTLOG_")}
@@ -87,3 +100,21 @@ def core(tmp_path: Path, unseal_key: bytes) -> Iterator[Core]:
         yield opened
     finally:
         opened.close()
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    server = MotoServer()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def iam_proxy(moto_server: MotoServer) -> Iterator[IamProxy]:
+    proxy = IamProxy(moto_server.port)
+    try:
+        yield proxy
+    finally:
+        proxy.stop()

@@ -13,9 +13,10 @@ from typing import Annotated, Any
 import typer
 
 from backends import Core, Request, RequestError, Response, actor
+from backends.core import WriterNeeded
 from eventstore import VaultlogError
 from tools.config import locate_store
-from tools.output import columns, secret_json, secret_table, text
+from tools.output import columns, rfc3339, secret_json, secret_table, text
 
 app = typer.Typer(
     add_completion=False,
@@ -27,7 +28,17 @@ app = typer.Typer(
 
 # Vault's flags are single-dash (-path=x); these are rewritten to --path=x before parsing.
 _LONG_FLAGS = frozenset(
-    {"path", "description", "default-lease-ttl", "max-lease-ttl", "field", "format", "help"}
+    {
+        "path",
+        "description",
+        "default-lease-ttl",
+        "max-lease-ttl",
+        "field",
+        "format",
+        "help",
+        "prefix",
+        "force",
+    }
 )
 _SINGLE_DASH = re.compile(r"^-([a-z][a-z-]+)(=.*)?$", re.DOTALL)
 
@@ -63,12 +74,20 @@ def open_store(*, write: bool) -> Iterator[Core]:
 
 
 def call(request: Request, *, write: bool, error_prefix: str, exit_code: int = 1) -> Response:
-    """Serve one request against the store, turning request errors into one line."""
-    with open_store(write=write) as core:
+    """Serve one request against the store, turning request errors into one line.
+
+    A read that turns out to change the store (issuing aws credentials) is served again
+    with the store opened for writing.
+    """
+    try:
         try:
-            return core.handle(request)
-        except RequestError as exc:
-            raise CommandFailed(f"{error_prefix}: {exc}", exit_code) from None
+            with open_store(write=write) as core:
+                return core.handle(request)
+        except WriterNeeded:
+            with open_store(write=True) as core:
+                return core.handle(request)
+    except RequestError as exc:
+        raise CommandFailed(f"{error_prefix}: {exc}", exit_code) from None
 
 
 def request(operation: str, path: str, data: dict[str, Any] | None = None) -> Request:
@@ -194,6 +213,64 @@ def list_(path: str) -> None:
         print("No entries found", file=sys.stderr)  # Vault 0.5 exits 0 here
         return
     print("\n".join(["Keys", *keys]))
+
+
+@app.command()
+def renew(
+    lease_id: str,
+    increment: Annotated[str, typer.Argument(help="Requested extension, e.g. 1h.")] = "",
+    format: Annotated[str, typer.Option(help="table or json.")] = "table",
+) -> None:
+    """Renew a lease, extending its expiry (never past its maximum TTL)."""
+    data = {"lease_id": lease_id, "increment": increment}
+    response = call(request("write", "sys/renew", data), write=True, error_prefix="Renew error")
+    print(secret_json(response) if format == "json" else secret_table(response))
+
+
+@app.command()
+def revoke(
+    lease_id: Annotated[str, typer.Argument(metavar="LEASE_ID|PREFIX")],
+    prefix: Annotated[bool, typer.Option(help="Revoke every lease under the prefix.")] = False,
+    force: Annotated[
+        bool, typer.Option(help="With -prefix: drop leases whose revocation keeps failing.")
+    ] = False,
+) -> None:
+    """Revoke a lease, or with -prefix every lease under a path."""
+    if force and not prefix:
+        raise CommandFailed("Revoke error: -force can only be used with -prefix", 1)
+    route = "revoke-force" if force else "revoke-prefix" if prefix else "revoke"
+    call(request("write", f"sys/{route}/{lease_id}"), write=True, error_prefix="Revoke error")
+    print(f"Key revoked with ID '{lease_id}'.")
+
+
+@app.command()
+def leases(
+    prefix: Annotated[str, typer.Option(help="Only leases whose id starts with this.")] = "",
+) -> None:
+    """List live leases: id, path, issued, expires, renewable, revocation status."""
+    response = call(
+        request("read", "sys/leases", {"prefix": prefix}), write=False, error_prefix="Error"
+    )
+    found = (response.data or {}).get("leases") or []
+    if not found:
+        print("No leases found", file=sys.stderr)
+        return
+    rows = [("Lease ID", "Path", "Issued", "Expires", "Renewable", "Status")]
+    for lease in found:
+        status = "ok"
+        if lease["failures"]:
+            status = f"revocation failing ({lease['failures']} attempts): {lease['last_error']}"
+        rows.append(
+            (
+                lease["lease_id"],
+                lease["path"],
+                rfc3339(lease["issued"]),
+                rfc3339(lease["expires"]),
+                text(lease["renewable"]),
+                status,
+            )
+        )
+    print(columns(rows))
 
 
 def parse_data(args: list[str]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,3 +55,8 @@ def secret_json(response: Response) -> str:
         },
         indent="\t",
     )
+
+
+def rfc3339(nanos: int) -> str:
+    """A unix-nanosecond time as RFC 3339 UTC, to the second."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(nanos // 1_000_000_000))
