@@ -30,6 +30,9 @@ _CLIENT_CONFIG = Config(
 
 
 class AwsBackend:
+    def __init__(self) -> None:
+        self._clients: dict[tuple[str, ...], Any] = {}
+
     def handle(self, view: MountView, request: Request) -> Response:
         path, op = request.path.rstrip("/"), request.operation
         if path == "config/root" and op == "write":
@@ -163,14 +166,18 @@ class AwsBackend:
             raise InvalidRequestError(
                 f"root credentials are not configured: write {view.mount.path}config/root"
             )
-        return boto3.client(
-            "iam",
-            aws_access_key_id=root["access_key"],
-            aws_secret_access_key=root["secret_key"],
-            region_name=root["region"],
-            endpoint_url=root["endpoint"] or None,
-            config=_CLIENT_CONFIG,
-        )
+        settings = (root["access_key"], root["secret_key"], root["region"], root["endpoint"])
+        client = self._clients.get(settings)
+        if client is None:
+            client = self._clients[settings] = boto3.client(
+                "iam",
+                aws_access_key_id=root["access_key"],
+                aws_secret_access_key=root["secret_key"],
+                region_name=root["region"],
+                endpoint_url=root["endpoint"] or None,
+                config=_CLIENT_CONFIG,
+            )
+        return client
 
 
 def delete_user(iam: Any, username: str) -> None:

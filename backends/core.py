@@ -158,6 +158,7 @@ class Core:
         self.actor = actor()
         self.expiration = ExpirationManager(self)
         self._staged: list[Event] = []
+        self._backends: dict[str, Backend] = {}
 
     @classmethod
     def open(
@@ -247,19 +248,25 @@ class Core:
 
     def backend(self, backend_type: str) -> Backend:
         """The backend serving a mount type; imported on first use (aws pulls in boto3)."""
+        backend = self._backends.get(backend_type)
+        if backend is not None:
+            return backend
         if backend_type == "system":
             from backends.sys import SysBackend
 
-            return SysBackend(self)
-        if backend_type == "generic":
+            backend = SysBackend(self)
+        elif backend_type == "generic":
             from backends.generic import GenericBackend
 
-            return GenericBackend()
-        if backend_type == "aws":
+            backend = GenericBackend()
+        elif backend_type == "aws":
             from backends.aws import AwsBackend
 
-            return AwsBackend()
-        raise InvalidRequestError(f"unknown backend type: {backend_type}")
+            backend = AwsBackend()
+        else:
+            raise InvalidRequestError(f"unknown backend type: {backend_type}")
+        self._backends[backend_type] = backend
+        return backend
 
     def stage(self, event: Event) -> None:
         if not self.writable:
