@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -273,3 +274,29 @@ def test_live_leases_replay_across_restarts(tmp_path: Path, moto_server: MotoSer
     reader = Core.open(directory, key, write=False)
     check(reader)
     reader.close()
+
+
+def test_secret_keys_never_on_disk_in_plaintext(aws: VaultCLI) -> None:
+    secret = issue(aws)
+    needles = [b"root-secret-key", secret["data"]["secret_key"].encode()]
+    for path in aws.home.rglob("*"):
+        if path.is_file() and path.name != "policy.json":
+            raw = path.read_bytes()
+            assert not any(needle in raw for needle in needles), path
+    for event in aws.events():  # nor in the metadata every audit view reads
+        assert not any(needle.decode() in repr(event) for needle in needles)
+
+
+def test_other_commands_do_not_import_boto3(aws: VaultCLI) -> None:
+    probe = (
+        "import sys\n"
+        "sys.argv = ['vault', 'mounts']\n"
+        "from tools.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('boto3' in sys.modules, file=sys.stderr)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], env=aws.env, capture_output=True, text=True, check=True
+    )
+    assert "aws/" in result.stdout
+    assert result.stderr.strip() == "False"
