@@ -23,3 +23,14 @@ operations = st.one_of(
     ),
     st.tuples(st.just("delete"), st.sampled_from(MOUNT_POINTS), st.sampled_from(SECRET_NAMES)),
 )
+
+# The record codec: anything the header's fields can hold, and any body.
+record_bodies = st.binary(max_size=600)
+record_headers = st.fixed_dictionaries(
+    {
+        "seq": st.integers(1, 2**64 - 1),
+        "timestamp": st.integers(0, 2**64 - 1),
+        "term": st.integers(0, 2**32 - 1),
+        "prev_hash": st.binary(min_size=32, max_size=32),
+    }
+)
