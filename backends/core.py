@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from dataclasses import replace
@@ -10,30 +11,34 @@ from typing import Any, Protocol
 
 import msgpack
 
-from backends.errors import InvalidRequestError, NoHandlerError
+from backends.errors import InvalidRequestError, NoHandlerError, ShreddedDataError
 from backends.expiration import ExpirationManager, bounded_ttls
 from backends.request import Request, Response
 from backends.router import route
-from eventstore import FileLog, Keyring, UnsealError
+from eventstore import FileLog, Keyring, UnsealError, audit_hmac
 from eventstore.keyring import KEYRING_FILE
 from eventstore.lock import WriterLock
 from projections import (
     Event,
     IntentCompleted,
     IntentRecorded,
+    KeyRotated,
     LeaseIssued,
     Mount,
     MountCreated,
     MountRemoved,
     SecretDeleted,
+    SecretRead,
     SecretWritten,
     StoreState,
     apply,
-    decode,
     encode,
 )
+from projections.pointintime import rebuild, seq_at_time
+from projections.snapshot import snapshot_dir, snapshot_seqs, write_snapshot
 
 SYSTEM_DESCRIPTION = "system endpoints used for control, policy and debugging"
+SNAPSHOT_EVERY = int(os.environ.get("VAULTLOG_SNAPSHOT_EVERY", "1000"))
 DEFAULT_MOUNTS = (
     ("sys/", "system", SYSTEM_DESCRIPTION),
     ("secret/", "generic", "generic secret storage"),
@@ -66,8 +71,11 @@ class MountView:
     Writes are staged; the Core appends them after the backend answers.
     """
 
-    def __init__(self, core: Core, mount: Mount, request: Request) -> None:
+    def __init__(
+        self, core: Core, mount: Mount, request: Request, state: StoreState | None = None
+    ) -> None:
         self.core, self.mount, self.request = core, mount, request
+        self.state = core.state if state is None else state  # an earlier state for -at
 
     def seal_value(self, value: Any, *context: str) -> bytes:
         """``value`` packed and sealed with this mount's data key, bound to ``context``."""
@@ -79,13 +87,13 @@ class MountView:
         return msgpack.unpackb(plain, raw=False)
 
     def get(self, path: str) -> dict[str, Any] | None:
-        sealed = self.core.state.data[self.mount.id].get(path)
+        sealed = self.state.data[self.mount.id].get(path)
         return None if sealed is None else self.open_value(sealed, "value", path)
 
     def list(self, prefix: str) -> list[str]:
         """Immediate children of ``prefix``; folders end with ``/``."""
         keys = set()
-        for path in self.core.state.data[self.mount.id]:
+        for path in self.state.data[self.mount.id]:
             if path.startswith(prefix):
                 rest = path[len(prefix) :]
                 head, slash, _ = rest.partition("/")
@@ -94,7 +102,8 @@ class MountView:
 
     def put(self, path: str, value: dict[str, Any]) -> None:
         sealed = self.seal_value(value, "value", path)
-        self.core.stage(SecretWritten(**self._who(), path=path, value=sealed))
+        hmacs = {key: self.core.audit_hash(item) for key, item in value.items()}
+        self.core.stage(SecretWritten(**self._who(), path=path, value=sealed, hmacs=hmacs))
 
     def delete(self, path: str) -> None:
         self.core.stage(SecretDeleted(**self._who(), path=path))
@@ -159,6 +168,7 @@ class Core:
         self.expiration = ExpirationManager(self)
         self._staged: list[Event] = []
         self._backends: dict[str, Backend] = {}
+        self._snapshot_seq = 0
 
     @classmethod
     def open(
@@ -198,8 +208,78 @@ class Core:
             raise
 
     def _replay(self) -> None:
-        for record in self.log.records():
-            apply(self.state, decode(record))
+        at_most = self.log.head.seq if self.writable else None
+        rebuilt = rebuild(self.log, self.directory, self.keyring, at_most)
+        self.state, self._snapshot_seq = rebuilt.state, rebuilt.snapshot_seq
+        if rebuilt.head is not None and not self.writable:
+            self.log.head = rebuilt.head
+        if self.writable:  # newer snapshots were unusable (damaged or shredded): drop them
+            for seq in snapshot_seqs(self.directory):
+                if seq > self._snapshot_seq:
+                    (snapshot_dir(self.directory) / f"{seq:020d}.snap").unlink(missing_ok=True)
+
+    def _snapshot_due(self) -> bool:
+        """Snapshot once the events since the last one outnumber both N and the live
+        entries, so snapshots cost O(1) per event however large the state grows."""
+        state = self.state
+        live = sum(map(len, state.data.values())) + len(state.leases)
+        return state.seq - self._snapshot_seq >= max(SNAPSHOT_EVERY, live)
+
+    def _write_snapshot(self) -> None:
+        write_snapshot(self.directory, self.keyring, self.state, self.log.head)
+        self._snapshot_seq = self.state.seq
+
+    # ---- the past ------------------------------------------------------------------------
+
+    def state_at(self, seq: int) -> StoreState:
+        """The state as it stood right after record ``seq``."""
+        if seq >= self.state.seq:
+            return self.state
+        return rebuild(self.log, self.directory, self.keyring, max(seq, 0)).state
+
+    def seq_at(self, nanos: int) -> int:
+        return seq_at_time(self.log, nanos)
+
+    def handle_at(self, request: Request, seq: int) -> Response:
+        """Answer a read or list as the store stood at ``seq``; nothing is appended."""
+        if request.operation not in ("read", "list"):
+            raise InvalidRequestError("only reads and lists can look at the past")
+        state = self.state_at(seq)
+        path = request.path.lstrip("/")
+        found = route(state.mounts, path)
+        if found is None:
+            raise NoHandlerError(f"no handler for route '{path}' at seq {seq}")
+        mount, relative = found
+        if mount.type != "system" and mount.id not in self.keyring.mounts:
+            removed = self.state.removed.get(mount.id)
+            when = _rfc3339(removed.time) if removed else "an unknown time"
+            where = removed.path if removed else mount.path
+            raise ShreddedDataError(f"the data of mount '{where}' was deleted at {when}")
+        inner = replace(request, path=relative)
+        self._staged = []
+        response = self.backend(mount.type).handle(MountView(self, mount, inner, state), inner)
+        if self._staged:
+            self._staged = []
+            raise InvalidRequestError("this request cannot be answered for the past")
+        if request.operation == "read" and mount.type != "system" and self.writable:
+            self.stage(
+                SecretRead(
+                    actor=request.actor,
+                    request_id=request.request_id,
+                    mount_id=mount.id,
+                    path=relative,
+                )
+            )
+            self.commit()
+        return response
+
+    def rotate_key(self, actor_name: str) -> int:
+        """Install a new barrier key term; new records are sealed under it."""
+        term = self.keyring.add_term()
+        self.keyring.save(self.directory, self.unseal_key)
+        self.stage(KeyRotated(actor=actor_name, request_id=new_id(), term=term))
+        self.commit()
+        return term
 
     def _create_default_mounts(self) -> None:
         request_id = new_id()
@@ -240,8 +320,23 @@ class Core:
         inner = replace(request, path=relative)
         self._staged = []
         response = backend.handle(self.view(mount, inner), inner)
+        if request.operation == "read" and mount.type != "system" and self.writable:
+            # Reads are audited. A store opened read-only serves inspection, not users.
+            self.stage(
+                SecretRead(
+                    actor=request.actor,
+                    request_id=request.request_id,
+                    mount_id=mount.id,
+                    path=relative,
+                )
+            )
         self.commit()
         return response
+
+    def audit_hash(self, value: Any) -> str:
+        """The audit HMAC of a value; non-strings are hashed as their JSON text."""
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+        return audit_hmac(self.keyring.audit_key, text)
 
     def view(self, mount: Mount, request: Request) -> MountView:
         return MountView(self, mount, request)
@@ -292,6 +387,8 @@ class Core:
         records = self.log.append([encode(event) for event in events])
         for event, record in zip(events, records, strict=True):
             apply(self.state, replace(event, seq=record.seq, time=record.timestamp))
+        if self._snapshot_due():
+            self._write_snapshot()
         removed = [e.mount_id for e in events if isinstance(e, MountRemoved)]
         for mount_id in removed:
             self.keyring.shred_mount_key(mount_id)
@@ -323,3 +420,9 @@ def actor() -> str:
     except (KeyError, OSError):
         user = str(os.getuid())
     return f"{user}@{socket.gethostname()}"
+
+
+def _rfc3339(nanos: int) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(nanos // 1_000_000_000))

@@ -37,3 +37,7 @@ class ConflictError(RequestError):
 
 class UpstreamError(RequestError):
     status = 502
+
+
+class ShreddedDataError(RequestError):
+    status = 410

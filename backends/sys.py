@@ -9,7 +9,7 @@ from backends.errors import ConflictError, InvalidRequestError, PermissionDenied
 from backends.request import Request, Response
 from backends.router import normalize_mount_path
 from backends.ttl import parse_duration
-from projections import NANOS, MountCreated, MountMoved, MountRemoved
+from projections import NANOS, MountCreated, MountMoved, MountRemoved, StoreState
 
 if TYPE_CHECKING:
     from backends.core import Core, MountView
@@ -28,7 +28,7 @@ class SysBackend:
     def handle(self, view: MountView, request: Request) -> Response:
         path, op = request.path.rstrip("/"), request.operation
         if path == "mounts" and op == "read":
-            return self.list_mounts()
+            return self.list_mounts(view.state)
         if path.startswith("mounts/") and op == "write":
             return self.mount(request, path.removeprefix("mounts/"))
         if path.startswith("mounts/") and op == "delete":
@@ -38,7 +38,7 @@ class SysBackend:
         if path == "renew" and op == "write":
             return self.renew(request)
         if path == "leases" and op in ("read", "list"):
-            return self.list_leases(str(request.data.get("prefix") or ""))
+            return self.list_leases(view.state, str(request.data.get("prefix") or ""))
         for route, force in (
             ("revoke/", False),
             ("revoke-prefix/", False),
@@ -48,7 +48,7 @@ class SysBackend:
                 return self.revoke(request, request.path.removeprefix(route), route, force)
         raise InvalidRequestError(f"unsupported operation: {op} sys/{request.path}")
 
-    def list_mounts(self) -> Response:
+    def list_mounts(self, state: StoreState) -> Response:
         return Response(
             data={
                 mount.path: {
@@ -59,7 +59,7 @@ class SysBackend:
                         "max_lease_ttl": mount.max_lease_ttl,
                     },
                 }
-                for mount in self.core.state.mounts.sorted()
+                for mount in state.mounts.sorted()
             }
         )
 
@@ -159,7 +159,7 @@ class SysBackend:
         revoked = expiration.revoke_prefix(target, "prefix", request, force=force)
         return Response(data={"revoked": revoked})
 
-    def list_leases(self, prefix: str) -> Response:
+    def list_leases(self, state: StoreState, prefix: str) -> Response:
         leases = [
             {
                 "lease_id": lease.id,
@@ -170,6 +170,6 @@ class SysBackend:
                 "failures": lease.failures,
                 "last_error": lease.last_error,
             }
-            for lease in self.core.state.leases_under(prefix)
+            for lease in state.leases_under(prefix)
         ]
         return Response(data={"leases": leases})

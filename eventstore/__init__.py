@@ -1,6 +1,6 @@
 """The durable log of opaque encrypted records. Knows nothing about secrets."""
 
-from eventstore.crypto import Sealer, SealError, new_key
+from eventstore.crypto import Sealer, SealError, audit_hmac, new_key
 from eventstore.errors import (
     CorruptionError,
     KeyMaterialError,
@@ -31,6 +31,7 @@ __all__ = [
     "StoreLockedError",
     "UnsealError",
     "VaultlogError",
+    "audit_hmac",
     "decode_unseal_key",
     "encode_unseal_key",
     "new_key",

@@ -5,6 +5,8 @@ Everything else in vaultlog calls ``Sealer.seal``/``Sealer.open`` and never sees
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 
 from cryptography.exceptions import InvalidTag
@@ -60,3 +62,9 @@ def _aad(context: tuple[bytes | str, ...]) -> bytes:
     """Associated data: each part length-prefixed, so ("ab", "c") and ("a", "bc") differ."""
     parts = [p.encode() if isinstance(p, str) else p for p in context]
     return b"".join(len(p).to_bytes(4, "big") + p for p in parts)
+
+
+def audit_hmac(key: bytes, value: str) -> str:
+    """``hmac-sha256:<hex>`` of a value (Vault's audit convention): comparable, not readable."""
+    digest = hmac.new(key, value.encode(), hashlib.sha256).hexdigest()
+    return f"hmac-sha256:{digest}"

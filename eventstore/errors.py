@@ -34,11 +34,14 @@ class ReadOnlyError(StoreError):
 class CorruptionError(StoreError):
     """A record inside the log is damaged; nothing was modified."""
 
-    def __init__(self, message: str, *, segment: str, offset: int, seq: int) -> None:
+    def __init__(
+        self, message: str, *, segment: str, offset: int, seq: int, kind: str = "corruption"
+    ) -> None:
         super().__init__(f"{message} in segment {segment} at offset {offset} (seq {seq})")
         self.segment = segment
         self.offset = offset
         self.seq = seq
+        self.kind = kind  # corruption, missing records, rewritten history, authentication
 
 
 class KeyMaterialError(VaultlogError):

@@ -83,6 +83,13 @@ class Keyring:
             sealer = self._sealers[("mount", mount_id)] = Sealer(key)
         return sealer
 
+    def add_term(self) -> int:
+        """Install a new barrier key; old terms stay so old records remain readable."""
+        term = self.term + 1
+        self.terms[term] = new_key()
+        self.term_installed[term] = time.time_ns()
+        return term
+
     def add_mount_key(self, mount_id: str) -> None:
         self.mounts.setdefault(mount_id, new_key())
 

@@ -76,13 +76,37 @@ class SegmentScan:
         self.prev_hash, self.last = prev_hash, last
         self.torn_at: int | None = None
 
-    def _fail(self, what: str, offset: int, seq: int) -> CorruptionError:
-        return CorruptionError(what, segment=self.name, offset=offset, seq=seq)
+    def _fail(self, what: str, offset: int, seq: int, kind: str = "corruption") -> CorruptionError:
+        return CorruptionError(what, segment=self.name, offset=offset, seq=seq, kind=kind)
 
     def _torn(self, offset: int, seq: int, what: str) -> None:
         if not self.last:
             raise self._fail(what, offset, seq)
         self.torn_at = offset
+
+    def _length_damaged(self, pos: int, seq: int, crc: int) -> bool:
+        """Whether a record that runs past the end is whole but has a damaged length field.
+
+        A torn write leaves a *prefix* of the last append, so nothing whole can follow the
+        cut-short record. If its payload checks out when it ends at the end of the data, or
+        a well-formed record ``seq + 1`` lies further on, the length lied: cutting there
+        would throw away acknowledged records.
+        """
+        data, start = self.data, pos + PREFIX.size
+        if checksum_ok(data[start:], crc):
+            return True
+        marker = (seq + 1).to_bytes(8, "big")  # the seq field of the next record's header
+        hit = data.find(marker, start)
+        while hit != -1:
+            begin = hit - 1 - PREFIX.size  # the header's version byte precedes its seq
+            if begin >= start:
+                length, next_crc = PREFIX.unpack_from(data, begin)
+                end = begin + PREFIX.size + length
+                whole = length >= MIN_PAYLOAD and end <= len(data)
+                if whole and checksum_ok(data[begin + PREFIX.size : end], next_crc):
+                    return True
+            hit = data.find(marker, hit + 1)
+        return False
 
     def __iter__(self) -> Iterator[Frame]:
         data, seq, prev = self.data, self.first_seq, self.prev_hash
@@ -102,6 +126,8 @@ class SegmentScan:
                 self._torn(pos, seq, "zero-filled record")
                 return
             if end > size:
+                if self._length_damaged(pos, seq, crc):
+                    raise self._fail("record length field damaged", pos, seq)
                 self._torn(pos, seq, "record cut short")
                 return
             if length < MIN_PAYLOAD:
@@ -111,9 +137,16 @@ class SegmentScan:
                 raise self._fail("checksum mismatch", pos, seq)
             header = parse_header(payload)
             if header.seq != seq:
-                raise self._fail(f"expected seq {seq} but found seq {header.seq}", pos, seq)
+                raise self._fail(
+                    f"expected seq {seq} but found seq {header.seq}",
+                    pos,
+                    seq,
+                    "missing or reordered records",
+                )
             if prev is not None and header.prev_hash != prev:
-                raise self._fail("hash chain broken (previous record changed)", pos, seq)
+                raise self._fail(
+                    "hash chain broken (previous record changed)", pos, seq, "rewritten history"
+                )
             prev = record_hash(data[pos:end])
             yield Frame(self.name, pos, end, header, payload, prev)
             seq += 1
@@ -131,6 +164,8 @@ class FileLog:
         self._segment_size = 0
         self._broken: str | None = None
         self.head = Head(0, GENESIS_HASH)
+        # (segment, offset, seq) of an incomplete last record the last read stopped at
+        self.torn_tail: tuple[str, int, int] | None = None
 
     @classmethod
     def open_writer(cls, directory: Path, keyring: Keyring, lock: WriterLock) -> FileLog:
@@ -187,6 +222,7 @@ class FileLog:
                 segment=segments[-1][1],
                 offset=0,
                 seq=expected,
+                kind="missing records",
             )
 
     def _cut(self, name: str, offset: int) -> None:
@@ -215,6 +251,7 @@ class FileLog:
         A reader stops quietly at an incomplete record at the very end: a writer may be
         in the middle of appending it.
         """
+        self.torn_tail = None
         segments = self.segments()
         if not segments:
             return
@@ -230,6 +267,7 @@ class FileLog:
                     segment=name,
                     offset=0,
                     seq=expected,
+                    kind="missing records",
                 )
             scan = SegmentScan(
                 name,
@@ -243,6 +281,8 @@ class FileLog:
                 expected = frame.header.seq + 1
                 if frame.header.seq >= start:
                     yield frame
+            if scan.torn_at is not None:
+                self.torn_tail = (name, scan.torn_at, expected)
 
     def open_frame(self, frame: Frame) -> Record:
         """Decrypt one frame under its key term."""
@@ -256,6 +296,7 @@ class FileLog:
                 segment=frame.segment,
                 offset=frame.offset,
                 seq=h.seq,
+                kind="authentication failure",
             ) from None
         return Record(h.seq, h.timestamp, h.term, body)
 

@@ -60,6 +60,24 @@ class SecretWritten(Event):
     mount_id: str
     path: str  # relative to the mount, so a remount keeps it
     value: bytes
+    hmacs: dict[str, str]  # key -> "hmac-sha256:<hex>" of its value, for the audit trail
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SecretRead(Event):
+    """Someone read a path (found or not); no value is recorded."""
+
+    TYPE: ClassVar[str] = "secret.read"
+    mount_id: str
+    path: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class KeyRotated(Event):
+    """A new barrier key term was installed; records from here on are sealed under it."""
+
+    TYPE: ClassVar[str] = "key.rotated"
+    term: int
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -142,6 +160,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         MountMoved,
         SecretWritten,
         SecretDeleted,
+        SecretRead,
+        KeyRotated,
         LeaseIssued,
         LeaseRenewed,
         LeaseRevoked,

@@ -128,11 +128,6 @@ def test_failing_commands_do_not_echo_values(vault: VaultCLI) -> None:
     assert vault("read", "-field=value", "secret/x") == "before\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tools/cli.py: click's 'Got unexpected extra argument(s) (value=...)' echoes the "
-    "argument verbatim, so `vault read secret/x value=<secret>` prints the secret on stderr",
-)
 def test_a_read_given_a_value_by_mistake_does_not_echo_it(vault: VaultCLI) -> None:
     vault("write", "secret/x", "value=before")
     marker = new_marker()

@@ -38,6 +38,12 @@ _LONG_FLAGS = frozenset(
         "help",
         "prefix",
         "force",
+        "at",
+        "since",
+        "until",
+        "actor",
+        "type",
+        "against",
     }
 )
 _SINGLE_DASH = re.compile(r"^-([a-z][a-z-]+)(=.*)?$", re.DOTALL)
@@ -131,10 +137,16 @@ def mount(
 
 
 @app.command()
-def mounts() -> None:
+def mounts(
+    at: Annotated[str, typer.Option(help="As the store stood at SEQ or TIME.")] = "",
+) -> None:
     """List the mounted secret backends."""
-    table = call(
-        request("read", "sys/mounts"), write=False, error_prefix="Error reading mounts", exit_code=2
+    table = serve(
+        request("read", "sys/mounts"),
+        at,
+        write=False,
+        error_prefix="Error reading mounts",
+        exit_code=2,
     )
     rows = [("Path", "Type", "Description")]
     for mount_path, info in sorted((table.data or {}).items()):
@@ -180,11 +192,12 @@ def read(
     path: str,
     field: Annotated[str, typer.Option(help="Print only this field's value.")] = "",
     format: Annotated[str, typer.Option(help="table or json.")] = "table",
+    at: Annotated[str, typer.Option(help="As the store stood at SEQ or TIME.")] = "",
 ) -> None:
-    """Read the secret at a path."""
+    """Read the secret at a path (now, or with -at as it was then)."""
     if format not in ("table", "json"):
         raise CommandFailed(f"Invalid output format: {format}", 1)
-    response = call(request("read", path), write=False, error_prefix=f"Error reading {path}")
+    response = serve(request("read", path), at, write=True, error_prefix=f"Error reading {path}")
     if response.data is None:
         raise CommandFailed(f"No value found at {path}", 1)
     if field:
@@ -197,6 +210,47 @@ def read(
         print(secret_table(response))
 
 
+def serve(req: Request, at: str, *, write: bool, error_prefix: str, exit_code: int = 1) -> Response:
+    """``call``, or with ``at`` the same request answered as of a past seq or time."""
+    if not at:
+        return call(req, write=write, error_prefix=error_prefix, exit_code=exit_code)
+    with open_store(write=write) as core:
+        try:
+            return core.handle_at(req, resolve_at(core, at))
+        except RequestError as exc:
+            raise CommandFailed(f"{error_prefix}: {exc}", exit_code) from None
+
+
+def resolve_at(core: Core, at: str) -> int:
+    """A seq from ``-at``: a seq number, an RFC 3339 time, or an age such as ``2h``."""
+    if at.isdigit():
+        return int(at)
+    return core.seq_at(parse_time(at))
+
+
+def parse_time(value: str) -> int:
+    """Unix nanoseconds of an RFC 3339 time, or of now minus an age like ``2h``/``7d``."""
+    import time
+    from datetime import datetime
+
+    from backends.errors import InvalidRequestError
+    from backends.ttl import parse_duration
+
+    try:
+        return time.time_ns() - parse_duration(value) * 1_000_000_000
+    except InvalidRequestError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise CommandFailed(
+            f"Error: invalid time {value!r}: use RFC 3339 or an age (2h)", 1
+        ) from None
+    if moment.tzinfo is None:
+        raise CommandFailed(f"Error: time {value!r} needs a zone (Z or +hh:mm)", 1)
+    return int(moment.timestamp() * 1_000_000_000)
+
+
 @app.command()
 def delete(path: str) -> None:
     """Delete the secret at a path."""
@@ -205,9 +259,12 @@ def delete(path: str) -> None:
 
 
 @app.command(name="list")
-def list_(path: str) -> None:
+def list_(
+    path: str,
+    at: Annotated[str, typer.Option(help="As the store stood at SEQ or TIME.")] = "",
+) -> None:
     """List the keys under a path."""
-    response = call(request("list", path), write=False, error_prefix=f"Error reading {path}")
+    response = serve(request("list", path), at, write=False, error_prefix=f"Error reading {path}")
     keys = (response.data or {}).get("keys") or []
     if not keys:
         print("No entries found", file=sys.stderr)  # Vault 0.5 exits 0 here
@@ -246,10 +303,11 @@ def revoke(
 @app.command()
 def leases(
     prefix: Annotated[str, typer.Option(help="Only leases whose id starts with this.")] = "",
+    at: Annotated[str, typer.Option(help="As the store stood at SEQ or TIME.")] = "",
 ) -> None:
     """List live leases: id, path, issued, expires, renewable, revocation status."""
-    response = call(
-        request("read", "sys/leases", {"prefix": prefix}), write=False, error_prefix="Error"
+    response = serve(
+        request("read", "sys/leases", {"prefix": prefix}), at, write=False, error_prefix="Error"
     )
     found = (response.data or {}).get("leases") or []
     if not found:
@@ -273,10 +331,142 @@ def leases(
     print(columns(rows))
 
 
+audit_app = typer.Typer(invoke_without_command=True, help="The audit trail, replayed from the log.")
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.callback()
+def audit(
+    ctx: typer.Context,
+    since: Annotated[str, typer.Option(help="From this RFC 3339 time or age (2h).")] = "",
+    until: Annotated[str, typer.Option(help="Up to this RFC 3339 time or age.")] = "",
+    path: Annotated[str, typer.Option(help="Only paths under this prefix.")] = "",
+    actor: Annotated[str, typer.Option(help="Only this actor (user@host).")] = "",
+    type: Annotated[str, typer.Option(help="Only this event type or family.")] = "",
+    format: Annotated[str, typer.Option(help="table or json (JSON lines).")] = "table",
+) -> None:
+    """Who did what, where and when: seq, time, actor, operation, path, mount, lease."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import json
+
+    from projections import decode
+    from projections.audit import AuditFilter, audit_trail
+
+    if format not in ("table", "json"):
+        raise CommandFailed(f"Invalid output format: {format}", 1)
+    keep = AuditFilter(
+        since=parse_time(since) if since else 0,
+        until=parse_time(until) if until else 0,
+        path=path.lstrip("/"),
+        actor=actor,
+        type=type,
+    )
+    with open_store(write=False) as core:
+        events = (decode(record) for record in core.log.records())
+        entries = [entry for entry in audit_trail(events) if keep.keeps(entry)]
+    if format == "json":
+        for entry in entries:
+            print(json.dumps(entry.as_dict(), sort_keys=True))
+        return
+    rows = [("Seq", "Time", "Actor", "Operation", "Path", "Mount", "Lease ID", "Detail")]
+    for e in entries:
+        detail = " ".join(f"{k}={v}" for k, v in sorted(e.detail.items()))
+        row = (str(e.seq), rfc3339(e.time), e.actor, e.operation, e.path, e.mount)
+        rows.append((*row, e.lease_id, detail))
+    print(columns(rows))
+
+
+@audit_app.command("verify")
+def audit_verify(
+    against: Annotated[str, typer.Option(help="A head SEQ:HASH written down earlier.")] = "",
+) -> None:
+    """Check every record, the hash chain and the snapshots; print the head SEQ:HASH."""
+    from backends.verify import verify_store
+
+    location = locate_store()
+    report = verify_store(location.directory, location.unseal_key, against=against or None)
+    if not report.ok:
+        raise CommandFailed(f"Verification failed at seq {report.bad_seq}: {report.problem}", 2)
+    print(f"Verified {report.records} records; head {report.head}")
+
+
+@app.command("audit-hash")
+def audit_hash(value: str) -> None:
+    """The audit HMAC of a value, to compare with the trail ("was the value X?")."""
+    with open_store(write=False) as core:
+        print(core.audit_hash(value))
+
+
+@app.command()
+def history(path: str) -> None:
+    """Every version of a secret: seq, time, actor, operation, value HMACs."""
+    from backends.router import route
+    from projections import decode
+    from projections.audit import audit_trail
+
+    path = path.lstrip("/")
+    with open_store(write=False) as core:
+        current = route(core.state.mounts, path)
+        versions = []
+        for entry in audit_trail(decode(record) for record in core.log.records()):
+            if entry.operation not in ("secret.written", "secret.deleted"):
+                continue
+            same = current is not None and (entry.mount_id, entry.path[len(entry.mount) :]) == (
+                current[0].id,
+                current[1],
+            )
+            if same or entry.path == path:
+                versions.append(entry)
+    if not versions:
+        raise CommandFailed(f"No history found for {path}", 1)
+    rows = [("Seq", "Time", "Actor", "Operation", "Value")]
+    for e in versions:
+        value = " ".join(f"{k}={v}" for k, v in sorted(e.detail.items())) or "-"
+        rows.append((str(e.seq), rfc3339(e.time), e.actor, e.operation, value))
+    print(columns(rows))
+
+
+@app.command()
+def restore(
+    path: str,
+    at: Annotated[str, typer.Option(help="The SEQ or TIME whose version to restore.")],
+) -> None:
+    """Write a secret's earlier version back as a new event (deleting is never the end)."""
+    with open_store(write=True) as core:
+        try:
+            seq = resolve_at(core, at)
+            old = core.handle_at(request("read", path), seq)
+            if old.data is None:
+                raise CommandFailed(f"No value found at {path} at seq {seq}", 1)
+            core.handle(request("write", path, old.data))
+        except RequestError as exc:
+            raise CommandFailed(f"Error restoring {path}: {exc}", 1) from None
+    print(f"Success! Restored '{path}' as it was at seq {seq}")
+
+
+@app.command()
+def rotate() -> None:
+    """Add a new barrier key term; new records use it, old ones stay readable."""
+    with open_store(write=True) as core:
+        term = core.rotate_key(actor())
+        installed = core.keyring.term_installed[term]
+    print(f"Key Term: {term}\nInstallation Time: {rfc3339(installed)}")
+
+
+@app.command("key-status")
+def key_status() -> None:
+    """The barrier key term in use and when it was installed."""
+    with open_store(write=False) as core:
+        term = core.keyring.term
+        installed = core.keyring.term_installed[term]
+    print(f"Key Term: {term}\nInstallation Time: {rfc3339(installed)}")
+
+
 def parse_data(args: list[str]) -> dict[str, Any]:
     """Vault's key=value builder: ``k=v``, ``k=@file``, ``k=-``, ``@file.json``, ``-``."""
     data: dict[str, Any] = {}
-    for arg in args:
+    for position, arg in enumerate(args, start=1):
         if arg == "-":
             data.update(_json_object(sys.stdin.read(), "stdin"))
         elif arg.startswith("@"):
@@ -285,7 +475,7 @@ def parse_data(args: list[str]) -> dict[str, Any]:
             key, sep, value = arg.partition("=")
             if not sep or not key:
                 raise CommandFailed(
-                    f"Error loading data: Invalid key/value pair '{_redact(arg)}': "
+                    f"Error loading data: Invalid key/value pair (argument {position}): "
                     "format must be key=value",
                     1,
                 )
@@ -297,11 +487,6 @@ def parse_data(args: list[str]) -> dict[str, Any]:
                 value = sys.stdin.read()
             data[key] = value
     return data
-
-
-def _redact(arg: str) -> str:
-    """An argument shown in an error, cut short: it may hold part of a secret."""
-    return arg if len(arg) <= 12 else arg[:12] + "..."
 
 
 def _read_file(name: str) -> str:
@@ -342,6 +527,8 @@ def main(argv: list[str] | None = None) -> None:
         code = 130
     except typer.TyperException as exc:  # usage errors from typer's bundled click
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        if "unexpected extra argument" in message:  # never echo them: one may be a secret
+            message = "too many arguments"
         print(f"Error: {message} (see 'vault {_sub(args)}--help')", file=sys.stderr)
         code = 1
     except KeyboardInterrupt:
