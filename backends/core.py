@@ -189,7 +189,7 @@ class Core:
         lock = WriterLock(directory)
         lock.acquire(lock_timeout)
         try:
-            keyring, created = _load_or_create_keyring(directory, unseal_key)
+            keyring = _load_or_create_keyring(directory, unseal_key)
             log = FileLog.open_writer(directory, keyring, lock)
         except BaseException:
             lock.release()
@@ -197,7 +197,7 @@ class Core:
         try:
             core = cls(directory, unseal_key, keyring, log, True)
             core._replay()
-            if created:
+            if core.state.seq == 0:  # new, or a first use that crashed before its mounts
                 core._create_default_mounts()
             core._shred_orphan_keys()
             core.expiration.roll_back_intents()
@@ -399,15 +399,15 @@ class Core:
         self.log.close()
 
 
-def _load_or_create_keyring(directory: Path, unseal_key: bytes) -> tuple[Keyring, bool]:
+def _load_or_create_keyring(directory: Path, unseal_key: bytes) -> Keyring:
     """The store's keyring, created (with the store) if this is the first use."""
     if (directory / KEYRING_FILE).exists():
-        return Keyring.load(directory, unseal_key), False
+        return Keyring.load(directory, unseal_key)
     if any(directory.glob("*.seg")):
         raise UnsealError(f"the keyring of the store in {directory} is missing")
     keyring = Keyring.create()
     keyring.save(directory, unseal_key)
-    return keyring, True
+    return keyring
 
 
 def actor() -> str:
