@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -116,6 +117,7 @@ class MountView:
             IntentRecorded(**self._who(), intent_id=intent_id, action=action, data=sealed)
         )
         self.core.commit()
+        self.core.flush()  # the intent must be on disk before the outside world changes
         return intent_id
 
     def complete_intent(self, intent_id: str, outcome: str) -> None:
@@ -169,6 +171,7 @@ class Core:
         self._staged: list[Event] = []
         self._backends: dict[str, Backend] = {}
         self._snapshot_seq = 0
+        self._mutex = threading.RLock()
 
     @classmethod
     def open(
@@ -202,6 +205,7 @@ class Core:
             core._shred_orphan_keys()
             core.expiration.roll_back_intents()
             core.expiration.expire_due()
+            core.flush()
             return core
         except BaseException:
             log.close()
@@ -241,7 +245,13 @@ class Core:
         return seq_at_time(self.log, nanos)
 
     def handle_at(self, request: Request, seq: int) -> Response:
-        """Answer a read or list as the store stood at ``seq``; nothing is appended."""
+        """Answer a read or list as the store stood at ``seq`` (the read is audited)."""
+        with self._mutex:
+            response = self._handle_at(request, seq)
+        self.flush()
+        return response
+
+    def _handle_at(self, request: Request, seq: int) -> Response:
         if request.operation not in ("read", "list"):
             raise InvalidRequestError("only reads and lists can look at the past")
         state = self.state_at(seq)
@@ -277,8 +287,10 @@ class Core:
         """Install a new barrier key term; new records are sealed under it."""
         term = self.keyring.add_term()
         self.keyring.save(self.directory, self.unseal_key)
-        self.stage(KeyRotated(actor=actor_name, request_id=new_id(), term=term))
-        self.commit()
+        with self._mutex:
+            self.stage(KeyRotated(actor=actor_name, request_id=new_id(), term=term))
+            self.commit()
+        self.flush()
         return term
 
     def _create_default_mounts(self) -> None:
@@ -308,7 +320,18 @@ class Core:
     # ---- serving requests ----------------------------------------------------------------
 
     def handle(self, request: Request) -> Response:
-        """Route ``request`` to its backend and append what it changed."""
+        """Route ``request`` to its backend and append what it changed.
+
+        Thread-safe. Requests are served one at a time, but the wait for the disk happens
+        after the store is released, so one fsync serves every thread waiting (group
+        commit). A response is returned only once everything it could have seen is durable.
+        """
+        with self._mutex:
+            response = self._handle(request)
+        self.flush()
+        return response
+
+    def _handle(self, request: Request) -> Response:
         if not request.path.strip("/"):
             raise InvalidRequestError("missing path")
         path = request.path.lstrip("/")
@@ -368,8 +391,14 @@ class Core:
             raise WriterNeeded
         self._staged.append(event)
 
+    def flush(self) -> None:
+        """Wait until every record written so far is on disk."""
+        if self.writable:
+            self.log.sync(self.log.head.seq)
+
     def commit(self) -> None:
-        """Append the staged events durably, then fold them into the state.
+        """Write the staged events to the log, then fold them into the state; ``flush``
+        (or the end of ``handle``) makes them durable before anyone is answered.
 
         A new mount's data key is saved before its ``mount.created`` is appended (a key
         without a mount is harmless and shredded on the next open); a removed mount's key
@@ -384,15 +413,16 @@ class Core:
             self.keyring.add_mount_key(mount_id)
         if new_mounts:
             self.keyring.save(self.directory, self.unseal_key)
-        records = self.log.append([encode(event) for event in events])
+        records = self.log.write([encode(event) for event in events])
         for event, record in zip(events, records, strict=True):
             apply(self.state, replace(event, seq=record.seq, time=record.timestamp))
         if self._snapshot_due():
             self._write_snapshot()
         removed = [e.mount_id for e in events if isinstance(e, MountRemoved)]
-        for mount_id in removed:
-            self.keyring.shred_mount_key(mount_id)
         if removed:
+            self.flush()
+            for mount_id in removed:
+                self.keyring.shred_mount_key(mount_id)
             self.keyring.save(self.directory, self.unseal_key)
 
     def close(self) -> None:

@@ -6,6 +6,7 @@ import bisect
 import contextlib
 import os
 import re
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -166,6 +167,11 @@ class FileLog:
         self.head = Head(0, GENESIS_HASH)
         # (segment, offset, seq) of an incomplete last record the last read stopped at
         self.torn_tail: tuple[str, int, int] | None = None
+        self._cond = threading.Condition()  # guards writing, the head and group commit
+        self._syncing = False
+        self._durable_seq = 0
+        self._durable_head = self.head
+        self._durable_size = 0  # bytes of the open segment known to be on disk
 
     @classmethod
     def open_writer(cls, directory: Path, keyring: Keyring, lock: WriterLock) -> FileLog:
@@ -179,6 +185,7 @@ class FileLog:
         log._lock = lock
         try:
             log._recover_tail()
+            log._durable_seq, log._durable_head = log.head.seq, log.head
         except BaseException:
             log.close()
             raise
@@ -311,52 +318,106 @@ class FileLog:
     # ---- writing -------------------------------------------------------------------------
 
     def append(self, bodies: Sequence[bytes]) -> list[Record]:
-        """Append records durably: they are acknowledged (returned) only after fsync.
+        """Append records durably: they are acknowledged (returned) only after fsync."""
+        records = self.write(bodies)
+        if records:
+            self.sync(records[-1].seq)
+        return records
 
-        A failed write or fsync makes this log read-only for good: after a failed fsync the
-        kernel may already have dropped the dirty pages, so retrying could report success
-        for data that never reached the disk.
-        """
+    def write(self, bodies: Sequence[bytes]) -> list[Record]:
+        """Write records after the head without waiting for the disk; ``sync`` makes them
+        durable. Safe to call from several threads: records are written in seq order."""
         if self._lock is None:
             raise StoreError("the log was opened read-only")
+        with self._cond:
+            self._check_broken()
+            if not bodies:
+                return []
+            if self._fd is None or self._segment_size >= SEGMENT_BYTES:
+                self._open_segment()
+            keyring, term = self.keyring, self.keyring.term
+            sealer = keyring.barrier(term)
+            timestamp = max(time.time_ns(), self.head.timestamp)
+            seq, prev = self.head.seq, self.head.hash
+            chunks, records = [], []
+            for body in bodies:
+                seq += 1
+                raw = encode(
+                    body, seq=seq, timestamp=timestamp, term=term, prev_hash=prev, sealer=sealer
+                )
+                prev = record_hash(raw)
+                chunks.append(raw)
+                records.append(Record(seq, timestamp, term, body))
+            data = b"".join(chunks)
+            assert self._fd is not None
+            try:
+                write_all(self._fd, data)
+            except OSError as exc:
+                with contextlib.suppress(OSError):  # leave no partial record behind if we can
+                    os.ftruncate(self._fd, self._segment_size)
+                self._fail_writes(exc)
+            self._segment_size += len(data)
+            self.head = Head(seq, prev, timestamp)
+            return records
+
+    def sync(self, seq: int) -> None:
+        """Return once every record up to ``seq`` is on disk.
+
+        Group commit: one thread at a time runs fdatasync for everything written so far,
+        and every writer waiting meanwhile is served by the next one. A failed fsync makes
+        the log read-only for good: the kernel may already have dropped the dirty pages,
+        so retrying could report success for data that never reached the disk.
+        """
+        with self._cond:
+            while self._durable_seq < seq:
+                self._check_broken()
+                if self._syncing:
+                    self._cond.wait()
+                    continue
+                self._syncing, target, fd = True, self.head, self._fd
+                size = self._segment_size
+                self._cond.release()
+                try:
+                    assert fd is not None
+                    os.fdatasync(fd)
+                except OSError as exc:
+                    error: OSError | None = exc
+                else:
+                    error = None
+                finally:
+                    self._cond.acquire()
+                    self._syncing = False
+                    self._cond.notify_all()
+                if error is not None:
+                    # Take back what was not acknowledged, so no reader ever sees it.
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, self._durable_size)
+                    self.head, self._segment_size = self._durable_head, self._durable_size
+                    self._fail_writes(error)
+                self._durable_seq, self._durable_head = target.seq, target
+                self._durable_size = size
+
+    def _check_broken(self) -> None:
         if self._broken:
             raise ReadOnlyError(f"store is read-only after an earlier failure: {self._broken}")
-        if not bodies:
-            return []
-        if self._fd is None or self._segment_size >= SEGMENT_BYTES:
-            self._open_segment()
-        keyring, term = self.keyring, self.keyring.term
-        sealer = keyring.barrier(term)
-        timestamp = max(time.time_ns(), self.head.timestamp)
-        seq, prev = self.head.seq, self.head.hash
-        chunks, records = [], []
-        for body in bodies:
-            seq += 1
-            raw = encode(
-                body, seq=seq, timestamp=timestamp, term=term, prev_hash=prev, sealer=sealer
-            )
-            prev = record_hash(raw)
-            chunks.append(raw)
-            records.append(Record(seq, timestamp, term, body))
-        data = b"".join(chunks)
-        assert self._fd is not None
-        try:
-            write_all(self._fd, data)
-            os.fdatasync(self._fd)
-        except OSError as exc:
-            self._broken = exc.strerror or str(exc)
-            with contextlib.suppress(OSError):  # leave no partial record behind if we can
-                os.ftruncate(self._fd, self._segment_size)
-            raise ReadOnlyError(
-                f"could not write to the log ({self._broken}); nothing was recorded"
-            ) from None
-        self._segment_size += len(data)
-        self.head = Head(seq, prev, timestamp)
-        return records
+
+    def _fail_writes(self, exc: OSError) -> None:
+        self._broken = exc.strerror or str(exc)
+        raise ReadOnlyError(
+            f"could not write to the log ({self._broken}); nothing was recorded"
+        ) from None
 
     def _open_segment(self) -> None:
         """Open the last segment for appending, or start a new one when it is full."""
-        if self._fd is not None:  # the current segment is full
+        if self._fd is not None:  # the current segment is full: make it durable, close it
+            while self._syncing:
+                self._cond.wait()
+            self._check_broken()
+            try:
+                os.fdatasync(self._fd)
+            except OSError as exc:
+                self._fail_writes(exc)
+            self._durable_seq, self._durable_head = self.head.seq, self.head
             os.close(self._fd)
             self._fd = None
         else:
@@ -366,7 +427,7 @@ class FileLog:
                 size = path.stat().st_size
                 if size < SEGMENT_BYTES:
                     self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-                    self._segment_size = size
+                    self._segment_size = self._durable_size = size
                     return
         path = self.directory / segment_name(self.head.seq + 1)
         try:
@@ -382,6 +443,7 @@ class FileLog:
             self._broken = exc.strerror or str(exc)
             raise ReadOnlyError(f"could not create a log segment ({self._broken})") from None
         self._fd, self._segment_size = fd, len(SEGMENT_MAGIC)
+        self._durable_size = self._segment_size
 
     def close(self) -> None:
         if self._fd is not None:

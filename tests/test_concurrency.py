@@ -1,0 +1,125 @@
+"""Several ``vault`` processes on one store: one writer at a time, readers never wait."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+from backends import Core, Request
+from eventstore import decode_unseal_key
+from eventstore.lock import WriterLock
+from tests.conftest import VaultCLI, vault_executable
+
+WRITERS = 6
+KEYS_PER_WRITER = 5  # 30 `vault write` processes: enough to interleave on 2 cores
+
+
+def unseal_key_of(cli: VaultCLI) -> bytes:
+    return decode_unseal_key((cli.home / "config" / "vaultlog" / "unseal.key").read_text())
+
+
+def test_concurrent_writers_on_a_fresh_store(vault: VaultCLI) -> None:
+    """Six shell loops of ``vault write`` start at once on a store that does not exist yet."""
+    loop = (
+        'for i in $(seq 0 {last}); do "$VAULT" write "secret/w{w}/k$i" "v={w}-$i" || exit 1; done'
+    )
+    env = {**vault.env, "VAULT": vault_executable()}
+    writers = [
+        subprocess.Popen(
+            ["sh", "-c", loop.format(w=w, last=KEYS_PER_WRITER - 1)],
+            env=env,
+            cwd=vault.home,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for w in range(WRITERS)
+    ]
+    for writer in writers:
+        _, errors = writer.communicate(timeout=120)
+        assert writer.returncode == 0, errors
+        assert "Traceback" not in errors
+
+    writes = WRITERS * KEYS_PER_WRITER
+    reader = Core.open(vault.data_dir, unseal_key_of(vault), write=False)
+    try:
+        seqs = [record.seq for record in reader.log.records()]
+        assert seqs == list(range(1, 2 + writes + 1))  # the two default mounts, then the writes
+        assert sorted(reader.state.mounts.by_path) == ["secret/", "sys/"]  # created once
+        for w in range(WRITERS):
+            for i in range(KEYS_PER_WRITER):
+                found = reader.handle(Request("read", f"secret/w{w}/k{i}")).data
+                assert found == {"v": f"{w}-{i}"}, (w, i)
+    finally:
+        reader.close()
+    assert vault("read", "-field=v", f"secret/w{WRITERS - 1}/k{KEYS_PER_WRITER - 1}") == (
+        f"{WRITERS - 1}-{KEYS_PER_WRITER - 1}\n"
+    )
+
+
+def test_reader_is_not_blocked_by_a_writer_and_writer_gives_up(vault: VaultCLI) -> None:
+    vault("write", "secret/x", "v=1")
+    lock = WriterLock(vault.data_dir)
+    lock.acquire(timeout=5)
+    try:
+        # A reader that took the lock would give up after 5 s and say so on stderr.
+        vault.env["VAULTLOG_LOCK_TIMEOUT"] = "5"
+        read = vault.run("read", "-field=v", "secret/x", timeout=30)
+        assert (read.returncode, read.stdout, read.stderr) == (0, "1\n", "")
+        listed = vault.run("mounts", timeout=30)
+        assert (listed.returncode, listed.stderr) == (0, "")
+
+        vault.env["VAULTLOG_LOCK_TIMEOUT"] = "0.5"
+        blocked = vault.run("write", "secret/x", "v=2", timeout=30)
+        assert blocked.returncode != 0
+        assert "Traceback" not in blocked.stderr
+        lines = blocked.stderr.splitlines()
+        assert len(lines) == 1, blocked.stderr
+        assert f"locked by another process (pid {os.getpid()})" in lines[0]
+    finally:
+        lock.release()
+    vault("write", "secret/x", "v=3")
+    assert vault("read", "-field=v", "secret/x") == "3\n"
+
+
+HOLD_THE_LOCK = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from backends import Core
+    from eventstore import decode_unseal_key
+
+    core = Core.open(Path(sys.argv[1]), decode_unseal_key(sys.argv[2]), write=True)
+    print("holding", flush=True)
+    time.sleep(120)
+    """
+)
+
+
+def test_writer_killed_with_sigkill_leaves_no_stale_lock(vault: VaultCLI) -> None:
+    vault("write", "secret/x", "v=1")
+    key = (vault.home / "config" / "vaultlog" / "unseal.key").read_text().strip()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_THE_LOCK, str(vault.data_dir), key],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "holding\n"
+        vault.env["VAULTLOG_LOCK_TIMEOUT"] = "0.5"
+        held = vault.run("write", "secret/x", "v=2", timeout=30)
+        assert f"(pid {holder.pid})" in held.stderr and held.returncode != 0
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+        holder.stdout.close()
+    assert holder.returncode == -signal.SIGKILL
+    # The lock file still names the dead holder, but the kernel dropped its flock.
+    assert (vault.data_dir / "lock").read_text() == str(holder.pid)
+    after = vault.run("write", "secret/x", "v=3", timeout=30)
+    assert (after.returncode, after.stderr) == (0, "")
+    assert vault("read", "-field=v", "secret/x") == "3\n"
