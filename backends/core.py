@@ -63,7 +63,8 @@ class WriterNeeded(Exception):
 
 
 def new_id() -> str:
-    return uuid.uuid4().hex[:16]
+    """A random 64-bit id in hex: mounts, intents and requests."""
+    return os.urandom(8).hex()
 
 
 class MountView:
@@ -356,7 +357,7 @@ class Core:
         self.commit()
         return response
 
-    def audit_hash(self, value: Any) -> str:
+    def audit_hash(self, value: Any) -> bytes:
         """The audit HMAC of a value; non-strings are hashed as their JSON text."""
         text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
         return audit_hmac(self.keyring.audit_key, text)

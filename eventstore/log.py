@@ -10,7 +10,11 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from hashlib import sha256
 from pathlib import Path
+from typing import NamedTuple
+
+from google_crc32c import value as crc32c
 
 from eventstore.crypto import SealError
 from eventstore.errors import CorruptionError, ReadOnlyError, StoreError
@@ -22,11 +26,11 @@ from eventstore.record import (
     HEADER,
     MIN_PAYLOAD,
     PREFIX,
+    VERSION,
     Header,
     Record,
     checksum_ok,
     encode,
-    parse_header,
     record_hash,
 )
 
@@ -51,8 +55,7 @@ class Head:
         return f"{self.seq}:{self.hash.hex()}"
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
+class Frame(NamedTuple):
     """One well-formed record found on disk, not yet decrypted."""
 
     segment: str
@@ -116,7 +119,7 @@ class SegmentScan:
                 self._torn(0, seq, "segment header cut short")
                 return
             raise self._fail("not a vaultlog segment", 0, seq)
-        pos, size = len(SEGMENT_MAGIC), len(data)
+        pos, size, view = len(SEGMENT_MAGIC), len(data), memoryview(data)
         while pos < size:
             if size - pos < PREFIX.size:
                 self._torn(pos, seq, "record cut short")
@@ -134,9 +137,11 @@ class SegmentScan:
             if length < MIN_PAYLOAD:
                 raise self._fail("record length field damaged", pos, seq)
             payload = data[pos + PREFIX.size : end]
-            if not checksum_ok(payload, crc):
+            if crc32c(payload) != crc:
                 raise self._fail("checksum mismatch", pos, seq)
-            header = parse_header(payload)
+            header = Header._make(HEADER.unpack_from(payload))
+            if header.version != VERSION:
+                raise self._fail(f"unknown record format version {header.version}", pos, seq)
             if header.seq != seq:
                 raise self._fail(
                     f"expected seq {seq} but found seq {header.seq}",
@@ -148,7 +153,7 @@ class SegmentScan:
                 raise self._fail(
                     "hash chain broken (previous record changed)", pos, seq, "rewritten history"
                 )
-            prev = record_hash(data[pos:end])
+            prev = sha256(view[pos:end]).digest()
             yield Frame(self.name, pos, end, header, payload, prev)
             seq += 1
             pos = end
@@ -296,7 +301,8 @@ class FileLog:
         h = frame.header
         try:
             sealer = self.keyring.barrier(h.term)
-            body = sealer.open(frame.payload[HEADER.size :], frame.payload[: HEADER.size])
+            payload = frame.payload
+            body = sealer.open(payload[HEADER.size :], payload[: HEADER.size])
         except SealError:
             raise CorruptionError(
                 "record fails authentication (wrong key or altered bytes)",

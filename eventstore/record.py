@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from google_crc32c import value as crc32c
 
@@ -22,8 +23,7 @@ GENESIS_HASH = bytes(32)
 MIN_PAYLOAD = HEADER.size + OVERHEAD
 
 
-@dataclass(frozen=True, slots=True)
-class Header:
+class Header(NamedTuple):
     version: int
     seq: int
     timestamp: int
@@ -56,7 +56,7 @@ def record_hash(raw: bytes | memoryview) -> bytes:
 
 
 def parse_header(payload: bytes | memoryview) -> Header:
-    return Header(*HEADER.unpack_from(payload))
+    return Header._make(HEADER.unpack_from(payload))
 
 
 def checksum_ok(payload: bytes | memoryview, crc: int) -> bool:

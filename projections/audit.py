@@ -89,7 +89,7 @@ def audit_trail(events: Iterable[Event]) -> Iterator[AuditEntry]:
             case SecretWritten():
                 mount = mounts.get(event.mount_id, "")
                 path = mount + event.path
-                detail = dict(event.hmacs)
+                detail = {key: f"hmac-sha256:{h.hex()}" for key, h in event.hmacs.items()}
             case SecretDeleted() | SecretRead():
                 mount = mounts.get(event.mount_id, "")
                 path = mount + event.path

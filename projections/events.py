@@ -7,8 +7,8 @@ header, which the log authenticates.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any, ClassVar
+from dataclasses import MISSING, dataclass, fields
+from typing import ClassVar
 
 import msgpack
 
@@ -60,7 +60,7 @@ class SecretWritten(Event):
     mount_id: str
     path: str  # relative to the mount, so a remount keeps it
     value: bytes
-    hmacs: dict[str, str]  # key -> "hmac-sha256:<hex>" of its value, for the audit trail
+    hmacs: dict[str, bytes]  # key -> HMAC-SHA256 of its value under the audit key
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -175,6 +175,12 @@ _FIELDS = {
     cls: tuple(f.name for f in fields(cls) if f.name not in _HEADER_FIELDS)
     for cls in EVENT_TYPES.values()
 }
+_DEFAULTS = {
+    cls: {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+    for cls in EVENT_TYPES.values()
+}
+_new = object.__new__
+_set = object.__setattr__
 
 
 class UnknownEventError(ValueError):
@@ -182,17 +188,32 @@ class UnknownEventError(ValueError):
 
 
 def encode(event: Event) -> bytes:
-    """The msgpack body of ``event``, as appended to the log."""
-    body: dict[str, Any] = {"type": event.TYPE}
-    for name in _FIELDS[type(event)]:
-        body[name] = getattr(event, name)
-    return msgpack.packb(body, use_bin_type=True)
+    """The msgpack body of ``event``: ``[type, field, field, ...]`` in declaration order.
+
+    An array rather than a map keeps field names out of every record; a later version may
+    only add fields at the end, with defaults, so older records still decode.
+    """
+    cls = type(event)
+    return msgpack.packb(
+        [cls.TYPE, *[getattr(event, name) for name in _FIELDS[cls]]], use_bin_type=True
+    )
 
 
 def decode(record: Record) -> Event:
     """The event a record carries, with ``seq`` and ``time`` from its header."""
     body = msgpack.unpackb(record.body, raw=False)
-    cls = EVENT_TYPES.get(body.pop("type", None))
-    if cls is None:
+    cls = EVENT_TYPES.get(body[0]) if isinstance(body, list) and body else None
+    names = _FIELDS.get(cls) if cls is not None else None
+    if cls is None or names is None or len(body) - 1 > len(names):
         raise UnknownEventError(f"record {record.seq} holds an unknown event type")
-    return cls(**body, seq=record.seq, time=record.timestamp)
+    # Built without __init__: a frozen dataclass's generated __init__ doubles replay time.
+    event = _new(cls)
+    for name, value in zip(names, body[1:], strict=False):
+        _set(event, name, value)
+    for name in names[len(body) - 1 :]:
+        if name not in _DEFAULTS[cls]:
+            raise UnknownEventError(f"record {record.seq} lacks the field {name}")
+        _set(event, name, _DEFAULTS[cls][name])
+    _set(event, "seq", record.seq)
+    _set(event, "time", record.timestamp)
+    return event

@@ -46,12 +46,15 @@ def _fold(
     until: int | None,
     snapshot_seq: int,
 ) -> Rebuilt:
+    last = None
+    open_frame = log.open_frame
     for frame in frames:
-        seq = frame.header.seq
-        if until is not None and seq > until:
+        if until is not None and frame.header.seq > until:
             break
-        apply(state, decode(log.open_frame(frame)))
-        head = Head(seq, frame.hash, frame.header.timestamp)
+        apply(state, decode(open_frame(frame)))
+        last = frame
+    if last is not None:
+        head = Head(last.header.seq, last.hash, last.header.timestamp)
     return Rebuilt(state, head, snapshot_seq)
 
 

@@ -395,7 +395,7 @@ def audit_verify(
 def audit_hash(value: str) -> None:
     """The audit HMAC of a value, to compare with the trail ("was the value X?")."""
     with open_store(write=False) as core:
-        print(core.audit_hash(value))
+        print(f"hmac-sha256:{core.audit_hash(value).hex()}")
 
 
 @app.command()
