@@ -26,26 +26,7 @@ app = typer.Typer(
     help="vaultlog: Vault's secret backends over an encrypted, tamper-evident event log.",
 )
 
-# Vault's flags are single-dash (-path=x); these are rewritten to --path=x before parsing.
-_LONG_FLAGS = frozenset(
-    {
-        "path",
-        "description",
-        "default-lease-ttl",
-        "max-lease-ttl",
-        "field",
-        "format",
-        "help",
-        "prefix",
-        "force",
-        "at",
-        "since",
-        "until",
-        "actor",
-        "type",
-        "against",
-    }
-)
+# Vault's flags are single-dash (-path=x); they are rewritten to --path=x before parsing.
 _SINGLE_DASH = re.compile(r"^-([a-z][a-z-]+)(=.*)?$", re.DOTALL)
 
 
@@ -63,8 +44,8 @@ def vault_style_flags(args: list[str]) -> list[str]:
     for i, arg in enumerate(args):
         if arg == "--":
             return out + args[i:]
-        match = _SINGLE_DASH.match(arg)
-        out.append(f"-{arg}" if match and match.group(1) in _LONG_FLAGS else arg)
+        # Every -word is a long flag here: unknown ones then fail as "--word", not as "-w".
+        out.append(f"-{arg}" if _SINGLE_DASH.match(arg) else arg)
     return out
 
 
