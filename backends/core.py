@@ -35,6 +35,7 @@ from projections import (
     apply,
     encode,
 )
+from projections.audit import rfc3339
 from projections.pointintime import rebuild, seq_at_time
 from projections.snapshot import snapshot_dir, snapshot_seqs, write_snapshot
 
@@ -263,7 +264,7 @@ class Core:
         mount, relative = found
         if mount.type != "system" and mount.id not in self.keyring.mounts:
             removed = self.state.removed.get(mount.id)
-            when = _rfc3339(removed.time) if removed else "an unknown time"
+            when = rfc3339(removed.time) if removed else "an unknown time"
             where = removed.path if removed else mount.path
             raise ShreddedDataError(f"the data of mount '{where}' was deleted at {when}")
         inner = replace(request, path=relative)
@@ -272,23 +273,15 @@ class Core:
         if self._staged:
             self._staged = []
             raise InvalidRequestError("this request cannot be answered for the past")
-        if request.operation == "read" and mount.type != "system" and self.writable:
-            self.stage(
-                SecretRead(
-                    actor=request.actor,
-                    request_id=request.request_id,
-                    mount_id=mount.id,
-                    path=relative,
-                )
-            )
-            self.commit()
+        self._audit_read(request, mount, relative)
+        self.commit()
         return response
 
     def rotate_key(self, actor_name: str) -> int:
         """Install a new barrier key term; new records are sealed under it."""
-        term = self.keyring.add_term()
-        self.keyring.save(self.directory, self.unseal_key)
         with self._mutex:
+            term = self.keyring.add_term()
+            self.keyring.save(self.directory, self.unseal_key)
             self.stage(KeyRotated(actor=actor_name, request_id=new_id(), term=term))
             self.commit()
         self.flush()
@@ -344,8 +337,16 @@ class Core:
         inner = replace(request, path=relative)
         self._staged = []
         response = backend.handle(self.view(mount, inner), inner)
+        self._audit_read(request, mount, relative)
+        self.commit()
+        return response
+
+    def _audit_read(self, request: Request, mount: Mount, relative: str) -> None:
+        """Stage ``secret.read`` for a read of a secret; it is durable before the answer.
+
+        A store opened read-only serves inspection, not users, and records nothing.
+        """
         if request.operation == "read" and mount.type != "system" and self.writable:
-            # Reads are audited. A store opened read-only serves inspection, not users.
             self.stage(
                 SecretRead(
                     actor=request.actor,
@@ -354,8 +355,6 @@ class Core:
                     path=relative,
                 )
             )
-        self.commit()
-        return response
 
     def audit_hash(self, value: Any) -> bytes:
         """The audit HMAC of a value; non-strings are hashed as their JSON text."""
@@ -451,9 +450,3 @@ def actor() -> str:
     except (KeyError, OSError):
         user = str(os.getuid())
     return f"{user}@{socket.gethostname()}"
-
-
-def _rfc3339(nanos: int) -> str:
-    import time
-
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(nanos // 1_000_000_000))

@@ -6,6 +6,7 @@ trail can be shown for mounts whose data was crypto-shredded.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -26,6 +27,11 @@ from projections.events import (
     SecretRead,
     SecretWritten,
 )
+
+
+def rfc3339(nanos: int) -> str:
+    """A unix-nanosecond time as RFC 3339 UTC, to the second."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(nanos // 1_000_000_000))
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
 from typing import Any
 
 from backends import Response
+from projections.audit import rfc3339
+
+__all__ = ["columns", "rfc3339", "secret_json", "secret_table", "text"]
 
 
 def columns(rows: Sequence[Sequence[str]]) -> str:
@@ -55,8 +57,3 @@ def secret_json(response: Response) -> str:
         },
         indent="\t",
     )
-
-
-def rfc3339(nanos: int) -> str:
-    """A unix-nanosecond time as RFC 3339 UTC, to the second."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(nanos // 1_000_000_000))
