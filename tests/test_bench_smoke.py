@@ -1,0 +1,58 @@
+"""The benchmark harness runs end to end at tiny sizes, so it cannot rot between real runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tools.bench import RESULTS_END, RESULTS_START
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = {
+    "events": 300,
+    "keyspace": 200,
+    "batch": 100,
+    "rounds": 2,
+    "appends": 10,
+    "writers": 4,
+    "writes-per-writer": 3,
+    "peer-events": 300,
+    "codec-events": 300,
+    "slow-rounds": 1,
+    "pit-samples": 2,
+    "cli-runs": 1,
+}
+
+
+def test_bench_runs_at_tiny_sizes_and_rewrites_only_its_output(tmp_path: Path) -> None:
+    repo_results = REPO / "BENCHMARKS.md"
+    before = repo_results.read_bytes() if repo_results.exists() else None
+    output = tmp_path / "BENCHMARKS.md"
+    output.write_text(
+        f"# Benchmarks\n\nKept.\n\n{RESULTS_START}\nold\n{RESULTS_END}\n\nAlso kept.\n"
+    )
+    sizes = [arg for name, value in TINY.items() for arg in (f"--{name}", str(value))]
+    where = ["--output", str(output), "--dir", str(tmp_path)]
+
+    run = subprocess.run(
+        [sys.executable, "-m", "tools.bench", *where, *sizes],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert run.returncode == 0, run.stderr
+    assert "| # | measurement | vaultlog |" in run.stdout
+    text = output.read_text()
+    assert text.startswith("# Benchmarks\n\nKept.\n\n")
+    assert text.endswith(f"{RESULTS_END}\n\nAlso kept.\n")
+    assert "\nold\n" not in text
+    for figure in ("| 1 |", "| 2 |", "| 3 |", "| 4 |", "| 5 |", "| 6 |", "| 7 |", "| 8 |"):
+        assert figure in text
+    assert "- CPU: " in text and "cores" in text and "- Python " in text and "- Date: " in text
+    assert "Traceback" not in run.stderr
+    assert list(tmp_path.iterdir()) == [output]  # its stores are cleaned up
+    if before is not None:
+        assert repo_results.read_bytes() == before
