@@ -16,7 +16,7 @@ from backends.errors import InvalidRequestError, NoHandlerError, ShreddedDataErr
 from backends.expiration import ExpirationManager, bounded_ttls
 from backends.request import Request, Response
 from backends.router import route
-from eventstore import FileLog, Keyring, UnsealError, audit_hmac
+from eventstore import FileLog, Keyring, ShreddedError, UnsealError, audit_hmac
 from eventstore.keyring import KEYRING_FILE
 from eventstore.lock import WriterLock
 from projections import (
@@ -37,7 +37,7 @@ from projections import (
 )
 from projections.audit import rfc3339
 from projections.pointintime import rebuild, seq_at_time
-from projections.snapshot import snapshot_dir, snapshot_seqs, write_snapshot
+from projections.snapshot import read_snapshot, snapshot_dir, snapshot_seqs, write_snapshot
 
 SYSTEM_DESCRIPTION = "system endpoints used for control, policy and debugging"
 SNAPSHOT_EVERY = int(os.environ.get("VAULTLOG_SNAPSHOT_EVERY", "1000"))
@@ -225,13 +225,24 @@ class Core:
                     (snapshot_dir(self.directory) / f"{seq:020d}.snap").unlink(missing_ok=True)
 
     def _snapshot_due(self) -> bool:
-        """Snapshot once the events since the last one outnumber both N and the live
-        entries, so snapshots cost O(1) per event however large the state grows."""
+        """Snapshot once the events since the last one reach both N and half the live
+        entries, so snapshots cost O(1) per event however large the state grows (half:
+        when every event adds an entry, the count since the last one must still catch up).
+        """
         state = self.state
         live = sum(map(len, state.data.values())) + len(state.leases)
-        return state.seq - self._snapshot_seq >= max(SNAPSHOT_EVERY, live)
+        return state.seq - self._snapshot_seq >= max(SNAPSHOT_EVERY, live // 2)
 
     def _write_snapshot(self) -> None:
+        """Write a snapshot, and drop older ones found damaged (they are never trusted, and
+        would keep ``audit verify`` failing); this is rare, so checking them all is cheap."""
+        for seq in snapshot_seqs(self.directory):
+            try:
+                read_snapshot(self.directory, self.keyring, seq)
+            except ShreddedError:
+                continue  # unreadable by design since an unmount; harmless, passed over
+            except Exception:
+                (snapshot_dir(self.directory) / f"{seq:020d}.snap").unlink(missing_ok=True)
         write_snapshot(self.directory, self.keyring, self.state, self.log.head)
         self._snapshot_seq = self.state.seq
 
@@ -276,6 +287,30 @@ class Core:
         self._audit_read(request, mount, relative)
         self.commit()
         return response
+
+    def restore(self, request: Request, seq: int) -> Response:
+        """Write back the value a path had at ``seq``, as a new event.
+
+        The path is followed through the mount that serves it now, so a version written
+        before a remount (under the old mount point) can be restored too. The response has
+        no data when there was no value then.
+        """
+        with self._mutex:
+            path = request.path.lstrip("/")
+            found = route(self.state.mounts, path)
+            if found is None:
+                raise NoHandlerError(f"no handler for route '{path}'")
+            mount, relative = found
+            past = self.state_at(seq)
+            value = None
+            if mount.id in past.data:
+                value = MountView(self, mount, request, past).get(relative)
+            self._audit_read(replace(request, operation="read"), mount, relative)
+            self.commit()
+            if value is not None:
+                self._handle(replace(request, operation="write", data=value))
+        self.flush()
+        return Response(data=value)
 
     def rotate_key(self, actor_name: str) -> int:
         """Install a new barrier key term; new records are sealed under it."""

@@ -72,13 +72,10 @@ def verify_store(directory: Path, unseal_key: bytes, *, against: str | None = No
         return VerifyReport(
             count, head, seq, f"torn tail: record cut short in segment {segment} at {offset}"
         )
-    beyond = sorted(s for s in snapshots if head is None or s > head.seq)
-    if beyond:
-        return VerifyReport(count, head, beyond[0], "a snapshot stands beyond the end of the log")
+    end = head.seq if head else 0
     if recorded:
         seq, expected = recorded
         if recorded_hash is None:
-            end = head.seq if head else 0
             return VerifyReport(
                 count,
                 head,
@@ -89,6 +86,14 @@ def verify_store(directory: Path, unseal_key: bytes, *, against: str | None = No
             return VerifyReport(
                 count, head, seq, f"rewritten history: record {seq} differs from the recorded head"
             )
+    beyond = sorted(s for s in snapshots if s > end)
+    if beyond:
+        return VerifyReport(
+            count,
+            head,
+            end + 1,
+            f"missing records: the log ends at seq {end} but a snapshot stands at seq {beyond[0]}",
+        )
     return VerifyReport(count, head)
 
 

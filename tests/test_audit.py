@@ -304,11 +304,6 @@ def test_restore_writes_an_older_version_back_as_a_new_event(
     assert [e["operation"] for e in trail(vault)][19:] == ["secret.read"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="restore routes the path through the mount table at that seq, not the secret's "
-    "mount: a version from before a remount, which `vault history` lists, cannot be restored",
-)
 def test_restore_a_version_from_before_a_remount(session: Session, copy: VaultCLI) -> None:
     result = copy.run("restore", "crew/app", "-at=6")
     assert (result.returncode, result.stderr) == (0, "")

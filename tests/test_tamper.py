@@ -162,11 +162,6 @@ def test_a_tail_truncated_below_a_recorded_head(vault: VaultCLI) -> None:
     assert problem == f"missing records: the log ends at seq {MIDDLE}, before the recorded head 8"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="verify reports snapshots beyond the end of the log before the recorded head: "
-    "it names the snapshot's seq, not the first missing record, and gives no kind",
-)
 def test_a_truncated_tail_with_snapshots_left_behind(
     vault: VaultCLI, monkeypatch: pytest.MonkeyPatch
 ) -> None:

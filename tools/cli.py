@@ -417,12 +417,11 @@ def restore(
     with open_store(write=True) as core:
         try:
             seq = resolve_at(core, at)
-            old = core.handle_at(request("read", path), seq)
-            if old.data is None:
-                raise CommandFailed(f"No value found at {path} at seq {seq}", 1)
-            core.handle(request("write", path, old.data))
+            restored = core.restore(request("write", path), seq)
         except RequestError as exc:
             raise CommandFailed(f"Error restoring {path}: {exc}", 1) from None
+    if restored.data is None:
+        raise CommandFailed(f"No value found at {path} at seq {seq}", 1)
     print(f"Success! Restored '{path}' as it was at seq {seq}")
 
 
