@@ -243,7 +243,7 @@ class Core:
                 continue  # unreadable by design since an unmount; harmless, passed over
             except Exception:
                 (snapshot_dir(self.directory) / f"{seq:020d}.snap").unlink(missing_ok=True)
-        write_snapshot(self.directory, self.keyring, self.state, self.log.head)
+        write_snapshot(self.directory, self.keyring, self.state, self.log.head, self.log.head_at)
         self._snapshot_seq = self.state.seq
 
     # ---- the past ------------------------------------------------------------------------

@@ -74,19 +74,28 @@ class SegmentScan:
     """
 
     def __init__(
-        self, name: str, data: bytes, *, first_seq: int, prev_hash: bytes | None, last: bool
+        self,
+        name: str,
+        data: bytes,
+        *,
+        first_seq: int,
+        prev_hash: bytes | None,
+        last: bool,
+        base: int = 0,
     ) -> None:
+        """``data`` is the segment from file offset ``base``: 0, or a record's start."""
         self.name, self.data, self.first_seq = name, data, first_seq
-        self.prev_hash, self.last = prev_hash, last
+        self.prev_hash, self.last, self.base = prev_hash, last, base
         self.torn_at: int | None = None
 
-    def _fail(self, what: str, offset: int, seq: int, kind: str = "corruption") -> CorruptionError:
+    def _fail(self, what: str, pos: int, seq: int, kind: str = "corruption") -> CorruptionError:
+        offset = self.base + pos
         return CorruptionError(what, segment=self.name, offset=offset, seq=seq, kind=kind)
 
-    def _torn(self, offset: int, seq: int, what: str) -> None:
+    def _torn(self, pos: int, seq: int, what: str) -> None:
         if not self.last:
-            raise self._fail(what, offset, seq)
-        self.torn_at = offset
+            raise self._fail(what, pos, seq)
+        self.torn_at = self.base + pos
 
     def _length_damaged(self, pos: int, seq: int, crc: int) -> bool:
         """Whether a record that runs past the end is whole but has a damaged length field.
@@ -113,13 +122,14 @@ class SegmentScan:
         return False
 
     def __iter__(self) -> Iterator[Frame]:
-        data, seq, prev = self.data, self.first_seq, self.prev_hash
-        if not data.startswith(SEGMENT_MAGIC):
+        data, seq, prev, base = self.data, self.first_seq, self.prev_hash, self.base
+        if base == 0 and not data.startswith(SEGMENT_MAGIC):
             if SEGMENT_MAGIC.startswith(data):  # a new segment cut short as it was created
                 self._torn(0, seq, "segment header cut short")
                 return
             raise self._fail("not a vaultlog segment", 0, seq)
-        pos, size, view = len(SEGMENT_MAGIC), len(data), memoryview(data)
+        pos = 0 if base else len(SEGMENT_MAGIC)
+        size, view = len(data), memoryview(data)
         while pos < size:
             if size - pos < PREFIX.size:
                 self._torn(pos, seq, "record cut short")
@@ -154,7 +164,7 @@ class SegmentScan:
                     "hash chain broken (previous record changed)", pos, seq, "rewritten history"
                 )
             prev = sha256(view[pos:end]).digest()
-            yield Frame(self.name, pos, end, header, payload, prev)
+            yield Frame(self.name, base + pos, base + end, header, payload, prev)
             seq += 1
             pos = end
 
@@ -176,6 +186,10 @@ class FileLog:
         self._syncing = False
         self._durable_seq = 0
         self._durable_head = self.head
+        # (segment, offset) where the head record starts, for snapshots to resume from
+        self.head_at: tuple[str, int] | None = None
+        self._durable_at: tuple[str, int] | None = None
+        self._segment_name = ""
         self._durable_size = 0  # bytes of the open segment known to be on disk
 
     @classmethod
@@ -191,6 +205,7 @@ class FileLog:
         try:
             log._recover_tail()
             log._durable_seq, log._durable_head = log.head.seq, log.head
+            log._durable_at = log.head_at
         except BaseException:
             log.close()
             raise
@@ -224,6 +239,7 @@ class FileLog:
             if frame is not None:
                 h = frame.header
                 self.head = Head(h.seq, frame.hash, h.timestamp)
+                self.head_at = (frame.segment, frame.offset)
                 break
         expected = self.head.seq + 1
         last_is_empty = frame is None or index != len(segments) - 1
@@ -250,16 +266,19 @@ class FileLog:
             f.truncate(offset)
             os.fsync(f.fileno())
 
-    def _read(self, name: str) -> bytes:
+    def _read(self, name: str, offset: int = 0) -> bytes:
         with open(self.directory / name, "rb") as f:
+            f.seek(offset)
             return f.read()
 
     # ---- reading -------------------------------------------------------------------------
 
-    def frames(self, start: int = 1) -> Iterator[Frame]:
+    def frames(self, start: int = 1, at: tuple[str, int] | None = None) -> Iterator[Frame]:
         """Well-formed frames from seq ``start`` on, without decrypting.
 
         The hash chain is checked from ``start`` on; from seq 1 that covers the whole log.
+        ``at`` (segment, offset), where record ``start`` is said to begin, skips reading the
+        records before it; the caller checks the first frame is the one it expected.
         A reader stops quietly at an incomplete record at the very end: a writer may be
         in the middle of appending it.
         """
@@ -271,8 +290,13 @@ class FileLog:
         index = max(bisect.bisect_right(firsts, start) - 1, 0)
         expected = firsts[index]
         prev: bytes | None = GENESIS_HASH if expected == 1 else None
+        base = 0
+        if at is not None and at[0] == segments[index][1] and at[1] > len(SEGMENT_MAGIC):
+            expected, prev, base = start, None, at[1]
         for i in range(index, len(segments)):
             first_seq, name = segments[i]
+            if base:
+                first_seq = start
             if first_seq != expected:
                 raise CorruptionError(
                     f"missing records: expected seq {expected} but segment starts at {first_seq}",
@@ -283,11 +307,13 @@ class FileLog:
                 )
             scan = SegmentScan(
                 name,
-                self._read(name),
+                self._read(name, base),
                 first_seq=first_seq,
                 prev_hash=prev,
                 last=i == len(segments) - 1,
+                base=base,
             )
+            base = 0
             for frame in scan:
                 prev = frame.hash
                 expected = frame.header.seq + 1
@@ -362,6 +388,7 @@ class FileLog:
                 with contextlib.suppress(OSError):  # leave no partial record behind if we can
                     os.ftruncate(self._fd, self._segment_size)
                 self._fail_writes(exc)
+            self.head_at = (self._segment_name, self._segment_size + len(data) - len(chunks[-1]))
             self._segment_size += len(data)
             self.head = Head(seq, prev, timestamp)
             return records
@@ -381,7 +408,7 @@ class FileLog:
                     self._cond.wait()
                     continue
                 self._syncing, target, fd = True, self.head, self._fd
-                size = self._segment_size
+                size, target_at = self._segment_size, self.head_at
                 self._cond.release()
                 try:
                     assert fd is not None
@@ -399,9 +426,10 @@ class FileLog:
                     with contextlib.suppress(OSError):
                         os.ftruncate(fd, self._durable_size)
                     self.head, self._segment_size = self._durable_head, self._durable_size
+                    self.head_at = self._durable_at
                     self._fail_writes(error)
                 self._durable_seq, self._durable_head = target.seq, target
-                self._durable_size = size
+                self._durable_size, self._durable_at = size, target_at
 
     def _check_broken(self) -> None:
         if self._broken:
@@ -424,6 +452,7 @@ class FileLog:
             except OSError as exc:
                 self._fail_writes(exc)
             self._durable_seq, self._durable_head = self.head.seq, self.head
+            self._durable_at = self.head_at
             os.close(self._fd)
             self._fd = None
         else:
@@ -434,6 +463,7 @@ class FileLog:
                 if size < SEGMENT_BYTES:
                     self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
                     self._segment_size = self._durable_size = size
+                    self._segment_name = path.name
                     return
         path = self.directory / segment_name(self.head.seq + 1)
         try:
@@ -449,7 +479,7 @@ class FileLog:
             self._broken = exc.strerror or str(exc)
             raise ReadOnlyError(f"could not create a log segment ({self._broken})") from None
         self._fd, self._segment_size = fd, len(SEGMENT_MAGIC)
-        self._durable_size = self._segment_size
+        self._durable_size, self._segment_name = self._segment_size, path.name
 
     def close(self) -> None:
         if self._fd is not None:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from eventstore import FileLog, Frame, Head, Keyring
+from eventstore import CorruptionError, FileLog, Frame, Head, Keyring
 from projections.events import decode
 from projections.snapshot import latest_snapshot
 from projections.state import StoreState, apply
@@ -27,8 +27,11 @@ def rebuild(log: FileLog, directory: Path, keyring: Keyring, until: int | None =
     """
     snapshot = latest_snapshot(directory, keyring, until)
     if snapshot is not None:
-        frames = log.frames(snapshot.head.seq)
-        first = next(frames, None)
+        frames = log.frames(snapshot.head.seq, at=snapshot.at)
+        try:
+            first = next(frames, None)
+        except CorruptionError:  # the position it names is wrong: the snapshot is not used
+            first = None
         matches = first is not None and (first.header.seq, first.hash) == (
             snapshot.head.seq,
             snapshot.head.hash,

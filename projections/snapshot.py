@@ -18,17 +18,21 @@ import msgpack
 
 from eventstore import Head, Keyring
 from eventstore.files import write_atomically
+from eventstore.log import segment_name
 from projections.state import Intent, Lease, Mount, MountTable, RemovedMount, StoreState
 
 SNAPSHOT_DIR = "snapshots"
 _MAGIC = b"VLSNAP01"
-_HEADER = struct.Struct(">QQI32s")  # seq, timestamp, key term, hash of the record at seq
+# seq, timestamp, key term, hash of the record at seq, and where that record starts in the
+# log (first seq of its segment, offset), so replay resumes there without reading before it
+_HEADER = struct.Struct(">QQI32sQQ")
 
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     state: StoreState
     head: Head
+    at: tuple[str, int] | None  # (segment file, offset) of the record at head.seq
 
 
 def snapshot_dir(directory: Path) -> Path:
@@ -44,8 +48,14 @@ def snapshot_seqs(directory: Path) -> list[int]:
     return sorted(int(n[:-5]) for n in names if n.endswith(".snap") and n[:-5].isdigit())
 
 
-def write_snapshot(directory: Path, keyring: Keyring, state: StoreState, head: Head) -> None:
-    """Seal ``state`` (which stands at ``head``) into a snapshot file, atomically."""
+def write_snapshot(
+    directory: Path,
+    keyring: Keyring,
+    state: StoreState,
+    head: Head,
+    at: tuple[str, int] | None = None,
+) -> None:
+    """Seal ``state`` (which stands at ``head``, found at ``at``) into a snapshot file."""
     assert state.seq == head.seq
     sections = {}
     for mount_id, values in state.data.items():
@@ -64,7 +74,8 @@ def write_snapshot(directory: Path, keyring: Keyring, state: StoreState, head: H
         use_bin_type=True,
     )
     term = keyring.term
-    header = _HEADER.pack(head.seq, head.timestamp, term, head.hash)
+    segment, offset = (int(at[0].split(".")[0]), at[1]) if at else (0, 0)
+    header = _HEADER.pack(head.seq, head.timestamp, term, head.hash, segment, offset)
     sealed = keyring.barrier(term).seal(body, "snapshot", header)
     folder = snapshot_dir(directory)
     folder.mkdir(mode=0o700, exist_ok=True)
@@ -77,7 +88,7 @@ def read_snapshot(directory: Path, keyring: Keyring, seq: int) -> Snapshot:
     if not raw.startswith(_MAGIC) or len(raw) < len(_MAGIC) + _HEADER.size:
         raise ValueError("not a snapshot")
     header = raw[len(_MAGIC) : len(_MAGIC) + _HEADER.size]
-    found_seq, timestamp, term, record_hash = _HEADER.unpack(header)
+    found_seq, timestamp, term, record_hash, segment, offset = _HEADER.unpack(header)
     if found_seq != seq:
         raise ValueError("snapshot file name and contents disagree")
     body = keyring.barrier(term).open(raw[len(_MAGIC) + _HEADER.size :], "snapshot", header)
@@ -91,7 +102,8 @@ def read_snapshot(directory: Path, keyring: Keyring, seq: int) -> Snapshot:
     for mount_id, sealed in fields["sections"].items():
         plain = keyring.mount_sealer(mount_id).open(sealed, "snapshot", mount_id, str(seq))
         state.data[mount_id] = msgpack.unpackb(plain, raw=False)
-    return Snapshot(state, Head(seq, record_hash, timestamp))
+    at = (segment_name(segment), offset) if segment else None
+    return Snapshot(state, Head(seq, record_hash, timestamp), at)
 
 
 def latest_snapshot(directory: Path, keyring: Keyring, at_most: int | None) -> Snapshot | None:
