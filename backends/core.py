@@ -476,12 +476,13 @@ def _load_or_create_keyring(directory: Path, unseal_key: bytes) -> Keyring:
 
 
 def actor() -> str:
-    """``user@host``: who acts in embedded mode."""
-    import getpass
-    import socket
+    """``user@host``: who acts in embedded mode (as getpass would, without its imports)."""
+    user = os.environ.get("LOGNAME") or os.environ.get("USER")
+    if not user:
+        import pwd
 
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = str(os.getuid())
-    return f"{user}@{socket.gethostname()}"
+        try:
+            user = pwd.getpwuid(os.getuid()).pw_name
+        except KeyError:
+            user = str(os.getuid())
+    return f"{user}@{os.uname().nodename}"
