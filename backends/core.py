@@ -218,7 +218,7 @@ class Core:
         rebuilt = rebuild(self.log, self.directory, self.keyring, at_most)
         self.state, self._snapshot_seq = rebuilt.state, rebuilt.snapshot_seq
         if rebuilt.head is not None and not self.writable:
-            self.log.head = rebuilt.head
+            self.log.head, self.log.head_at = rebuilt.head, rebuilt.head_at
         if self.writable:  # newer snapshots were unusable (damaged or shredded): drop them
             for seq in snapshot_seqs(self.directory):
                 if seq > self._snapshot_seq:

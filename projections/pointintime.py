@@ -18,6 +18,7 @@ class Rebuilt:
     state: StoreState
     head: Head | None  # the last record folded in; None for an empty log
     snapshot_seq: int  # the snapshot replay started from, 0 if none
+    head_at: tuple[str, int] | None = None  # (segment, offset) where the head record starts
 
 
 def rebuild(log: FileLog, directory: Path, keyring: Keyring, until: int | None = None) -> Rebuilt:
@@ -37,8 +38,10 @@ def rebuild(log: FileLog, directory: Path, keyring: Keyring, until: int | None =
             snapshot.head.hash,
         )
         if matches:
-            return _fold(log, frames, snapshot.state, snapshot.head, until, snapshot.head.seq)
-    return _fold(log, log.frames(1), StoreState(), None, until, 0)
+            return _fold(
+                log, frames, snapshot.state, snapshot.head, until, snapshot.head.seq, snapshot.at
+            )
+    return _fold(log, log.frames(1), StoreState(), None, until, 0, None)
 
 
 def _fold(
@@ -48,6 +51,7 @@ def _fold(
     head: Head | None,
     until: int | None,
     snapshot_seq: int,
+    head_at: tuple[str, int] | None,
 ) -> Rebuilt:
     last = None
     open_frame = log.open_frame
@@ -58,7 +62,8 @@ def _fold(
         last = frame
     if last is not None:
         head = Head(last.header.seq, last.hash, last.header.timestamp)
-    return Rebuilt(state, head, snapshot_seq)
+        head_at = (last.segment, last.offset)
+    return Rebuilt(state, head, snapshot_seq, head_at)
 
 
 def seq_at_time(log: FileLog, nanos: int) -> int:

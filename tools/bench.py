@@ -747,7 +747,7 @@ def bench_store(work: Path, sizes: Sizes, report: Report, peer: Peer | None, pro
     opened_as_left = bench_replay(store, key, head, body, sizes, report, peer)
 
     # Figure 4: open with a snapshot at the head, against open of an empty store.
-    write_snapshot(store, reader.keyring, reader.state, reader.log.head)
+    write_snapshot(store, reader.keyring, reader.state, reader.log.head, reader.log.head_at)
     reader.close()
     empty = work / "empty"
     Core.open(empty, key, write=True).close()
