@@ -33,11 +33,13 @@ from projections import (
     SecretWritten,
     StoreState,
     apply,
+    decode,
     encode,
 )
 from projections.audit import rfc3339
 from projections.pointintime import rebuild, seq_at_time
 from projections.snapshot import read_snapshot, snapshot_dir, snapshot_seqs, write_snapshot
+from projections.versions import VersionIndex
 
 SYSTEM_DESCRIPTION = "system endpoints used for control, policy and debugging"
 SNAPSHOT_EVERY = int(os.environ.get("VAULTLOG_SNAPSHOT_EVERY", "1000"))
@@ -174,6 +176,8 @@ class Core:
         self._backends: dict[str, Backend] = {}
         self._snapshot_seq = 0
         self._mutex = threading.RLock()
+        self._versions: VersionIndex | None = None  # built when the past is asked twice
+        self._past_reads = 0
 
     @classmethod
     def open(
@@ -264,11 +268,31 @@ class Core:
         self.flush()
         return response
 
+    def _past_for_read(self, path: str, seq: int) -> StoreState:
+        """Enough of the state at ``seq`` to read ``path``: from the version index once
+        this Core has been asked about the past before, else the whole state then."""
+        self._past_reads += 1
+        if self._past_reads < 2:  # one question (the CLI's case): no index worth building
+            return self.state_at(seq)
+        if self._versions is None:
+            self._versions = VersionIndex(decode(r) for r in self.log.records())
+        past = self._versions.mounts_at(seq)
+        found = route(past.mounts, path)
+        if found is not None:
+            mount, relative = found
+            value = self._versions.value_at(mount.id, relative, seq)
+            if value is not None:
+                past.data[mount.id][relative] = value
+        return past
+
     def _handle_at(self, request: Request, seq: int) -> Response:
         if request.operation not in ("read", "list"):
             raise InvalidRequestError("only reads and lists can look at the past")
-        state = self.state_at(seq)
         path = request.path.lstrip("/")
+        if request.operation == "read" and seq < self.state.seq:
+            state = self._past_for_read(path, max(seq, 0))
+        else:
+            state = self.state_at(seq)
         found = route(state.mounts, path)
         if found is None:
             raise NoHandlerError(f"no handler for route '{path}' at seq {seq}")
@@ -280,7 +304,7 @@ class Core:
             raise ShreddedDataError(f"the data of mount '{where}' was deleted at {when}")
         inner = replace(request, path=relative)
         self._staged = []
-        response = self.backend(mount.type).handle(MountView(self, mount, inner, state), inner)
+        response = self.backend(mount.type).handle(self.view(mount, inner, state), inner)
         if self._staged:
             self._staged = []
             raise InvalidRequestError("this request cannot be answered for the past")
@@ -304,7 +328,7 @@ class Core:
             past = self.state_at(seq)
             value = None
             if mount.id in past.data:
-                value = MountView(self, mount, request, past).get(relative)
+                value = self.view(mount, request, past).get(relative)
             self._audit_read(replace(request, operation="read"), mount, relative)
             self.commit()
             if value is not None:
@@ -396,8 +420,9 @@ class Core:
         text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
         return audit_hmac(self.keyring.audit_key, text)
 
-    def view(self, mount: Mount, request: Request) -> MountView:
-        return MountView(self, mount, request)
+    def view(self, mount: Mount, request: Request, state: StoreState | None = None) -> MountView:
+        """What a backend of ``mount`` sees, now or in an earlier ``state``."""
+        return MountView(self, mount, request, state)
 
     def backend(self, backend_type: str) -> Backend:
         """The backend serving a mount type; imported on first use (aws pulls in boto3)."""
@@ -450,7 +475,10 @@ class Core:
             self.keyring.save(self.directory, self.unseal_key)
         records = self.log.write([encode(event) for event in events])
         for event, record in zip(events, records, strict=True):
-            apply(self.state, replace(event, seq=record.seq, time=record.timestamp))
+            event = replace(event, seq=record.seq, time=record.timestamp)
+            apply(self.state, event)
+            if self._versions is not None:
+                self._versions.add(event)
         if self._snapshot_due():
             self._write_snapshot()
         removed = [e.mount_id for e in events if isinstance(e, MountRemoved)]

@@ -180,3 +180,51 @@ def test_state_at_every_seq_is_the_replay_of_that_prefix(
             assert snapshot_seqs(directory) == []
         elif len(events) >= 2 * snapshot_every:
             assert snapshot_seqs(directory)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=st.lists(operations, max_size=20))
+def test_reads_of_the_past_through_the_version_index_match_the_replay(
+    ops: list[tuple[Any, ...]],
+) -> None:
+    """After its first question about the past a Core answers reads from its version index;
+    every (seq, path) must get what the replayed state at that seq holds."""
+    key = new_key()
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        core = Core.open(directory, key, write=True)
+        try:
+            for op in ops:
+                run(core, op)
+        finally:
+            core.close()
+        reader = Core.open(directory, key, write=False)
+        try:
+            events = [decode(record) for record in reader.log.records()]
+            paths = [m + n for m in MOUNT_POINTS for n in SECRET_NAMES]
+            for s in range(len(events) + 1):
+                state = replay(events[:s])
+                for path in paths:
+                    expected = expected_read(reader, state, path)
+                    try:
+                        got = reader.handle_at(Request("read", path), s).data
+                    except RequestError as exc:
+                        got = type(exc).__name__
+                    assert got == expected, (s, path)
+        finally:
+            reader.close()
+
+
+def expected_read(core: Core, state: Any, path: str) -> Any:
+    """What reading ``path`` in ``state`` gives, or the name of the error it raises."""
+    from backends.router import route
+
+    found = route(state.mounts, path)
+    if found is None:
+        return "NoHandlerError"
+    mount, relative = found
+    if mount.id not in core.keyring.mounts:
+        return "ShreddedDataError"
+    if not relative or relative.endswith("/"):
+        return "InvalidRequestError"
+    return core.view(mount, Request("read", path), state).get(relative)

@@ -872,33 +872,70 @@ def bench_replay(
 
 
 def bench_point_in_time(store: Path, reader: Core, base: int, sizes: Sizes, report: Report) -> None:
-    """Figure 5: ``handle_at`` at random seqs, with the product's snapshots and without."""
+    """Figure 5: ``handle_at`` at random seqs.
+
+    Two cases. A Core's first question about the past (the CLI's case: one ``vault read
+    -at=`` per process) rebuilds the state from the nearest snapshot, or with none from the
+    start; a Core asked again (a server, an inspection session) answers reads from its
+    version index, built on that second question, whose one-off cost is noted.
+    """
     rng = random.Random(5)
     head = reader.log.head.seq
-    with_snapshots: list[float] = []
-    without: list[float] = []
-    for _ in range(sizes.pit_samples):
+
+    def question() -> tuple[int, str]:
         seq = rng.randint(base + 1, head)
-        path = f"secret/k{rng.randrange(min(seq - base, sizes.keyspace))}"
-        for times, aside in ((with_snapshots, False), (without, True)):
-            with snapshots_aside(store) if aside else nullcontext():
+        return seq, f"secret/k{rng.randrange(min(seq - base, sizes.keyspace))}"
+
+    def first_question(aside: bool) -> float:
+        seq, path = question()
+        with snapshots_aside(store) if aside else nullcontext():
+            fresh = Core.open(store, reader.unseal_key, write=False)
+            try:
                 start = time.perf_counter()
-                response = reader.handle_at(Request("read", path), seq)
-                times.append(time.perf_counter() - start)
+                response = fresh.handle_at(Request("read", path), seq)
+                elapsed = time.perf_counter() - start
+            finally:
+                fresh.close()
+        assert response.data == VALUE, (path, seq)
+        return elapsed
+
+    first_with = [first_question(False) for _ in range(sizes.pit_samples)]
+    first_without = [first_question(True) for _ in range(max(2, sizes.pit_samples // 5))]
+    long_lived = Core.open(store, reader.unseal_key, write=False)
+    try:
+        seq, path = question()
+        long_lived.handle_at(Request("read", path), seq)  # the first question, as above
+        seq, path = question()
+        start = time.perf_counter()
+        long_lived.handle_at(Request("read", path), seq)  # builds the version index
+        index_build = time.perf_counter() - start
+        indexed = []
+        for _ in range(sizes.pit_samples * 10):
+            seq, path = question()
+            start = time.perf_counter()
+            response = long_lived.handle_at(Request("read", path), seq)
+            indexed.append(time.perf_counter() - start)
             assert response.data == VALUE, (path, seq)
+    finally:
+        long_lived.close()
     limit = 0.050
     for label, times in (
-        ("with the product's snapshots", with_snapshots),
-        ("no snapshots", without),
+        ("a Core's first question, with the product's snapshots", first_with),
+        ("a Core's first question, no snapshots", first_without),
+        ("a Core's later questions (version index)", indexed),
     ):
         report.add(
             "5",
-            f"point-in-time read, `handle_at` a random seq, {label}",
+            f"point-in-time read, `handle_at` a random seq: {label}",
             f"median {duration(median(times))}, p95 {duration(p95(times))}",
             "p95 against 50 ms",
             ratio(p95(times), limit),
             Target(1, at_least=False, label="p95 ≤ 50 ms"),
         )
+    report.note(
+        f"Figure 5: building the version index (a Core's second question) took "
+        f"{duration(index_build)} once."
+    )
 
 
 def bench_cli(work: Path, sizes: Sizes, report: Report) -> None:
