@@ -14,7 +14,7 @@ import msgpack
 
 from backends.errors import InvalidRequestError, NoHandlerError, ShreddedDataError
 from backends.expiration import ExpirationManager, bounded_ttls
-from backends.request import Request, Response
+from backends.request import Request, Response, who
 from backends.router import route
 from eventstore import FileLog, Keyring, ShreddedError, UnsealError, audit_hmac
 from eventstore.keyring import KEYRING_FILE
@@ -108,26 +108,34 @@ class MountView:
     def put(self, path: str, value: dict[str, Any]) -> None:
         sealed = self.seal_value(value, "value", path)
         hmacs = {key: self.core.audit_hash(item) for key, item in value.items()}
-        self.core.stage(SecretWritten(**self._who(), path=path, value=sealed, hmacs=hmacs))
+        self.core.stage(
+            SecretWritten(
+                **who(self.request), mount_id=self.mount.id, path=path, value=sealed, hmacs=hmacs
+            )
+        )
 
     def delete(self, path: str) -> None:
-        self.core.stage(SecretDeleted(**self._who(), path=path))
+        self.core.stage(SecretDeleted(**who(self.request), mount_id=self.mount.id, path=path))
 
     def record_intent(self, action: str, data: dict[str, Any]) -> str:
         """Durably record, before acting outside the store, how to undo the action."""
         intent_id = new_id()
         sealed = self.seal_value(data, "intent", intent_id)
         self.core.stage(
-            IntentRecorded(**self._who(), intent_id=intent_id, action=action, data=sealed)
+            IntentRecorded(
+                **who(self.request),
+                mount_id=self.mount.id,
+                intent_id=intent_id,
+                action=action,
+                data=sealed,
+            )
         )
         self.core.commit()
         self.core.flush()  # the intent must be on disk before the outside world changes
         return intent_id
 
     def complete_intent(self, intent_id: str, outcome: str) -> None:
-        who = self._who()
-        del who["mount_id"]
-        self.core.stage(IntentCompleted(**who, intent_id=intent_id, outcome=outcome))
+        self.core.stage(IntentCompleted(**who(self.request), intent_id=intent_id, outcome=outcome))
 
     def issue_lease(
         self, internal: dict[str, Any], *, ttl: int = 0, max_ttl: int = 0, renewable: bool = True
@@ -139,7 +147,8 @@ class MountView:
         ttl, max_ttl = bounded_ttls(mount.default_lease_ttl, mount.max_lease_ttl, ttl, max_ttl)
         self.core.stage(
             LeaseIssued(
-                **self._who(),
+                **who(self.request),
+                mount_id=self.mount.id,
                 lease_id=lease_id,
                 path=path,
                 ttl=ttl,
@@ -152,10 +161,6 @@ class MountView:
 
     def commit(self) -> None:
         self.core.commit()
-
-    def _who(self) -> dict[str, str]:
-        request = self.request
-        return {"actor": request.actor, "request_id": request.request_id, "mount_id": self.mount.id}
 
 
 class Core:

@@ -8,10 +8,10 @@ for writing, with exponential backoff; it is never silently dropped.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from backends.errors import InvalidRequestError, NoHandlerError, RequestError
-from backends.request import Request
+from backends.request import Request, who
 from backends.ttl import SYSTEM_DEFAULT_TTL
 from projections import (
     NANOS,
@@ -23,7 +23,7 @@ from projections import (
 )
 
 if TYPE_CHECKING:
-    from backends.core import Core
+    from backends.core import Core, LeasingBackend
 
 MAX_BACKOFF = 3600  # seconds between retries of a failing revocation, at most
 
@@ -56,9 +56,6 @@ class ExpirationManager:
         """The request on whose behalf the store itself acts (expiry, retries, rollback)."""
         return Request("delete", "sys/leases", actor=self.core.actor)
 
-    def _who(self, request: Request) -> dict[str, str]:
-        return {"actor": request.actor, "request_id": request.request_id}
-
     def revoke(self, lease: Lease, reason: str, request: Request | None = None) -> None:
         """Revoke through the backend and record it; on failure record that and raise."""
         core = self.core
@@ -67,12 +64,12 @@ class ExpirationManager:
         view = core.view(mount, request)
         try:
             internal = view.open_value(lease.internal, "lease", lease.id)
-            core.backend(mount.type).revoke(view, internal)  # type: ignore[attr-defined]
+            leasing(core, mount.type).revoke(view, internal)
         except Exception as exc:  # any failure of an outside system must be recorded
             error = _one_line(exc)
             core.stage(
                 LeaseRevokeFailed(
-                    **self._who(request),
+                    **who(request),
                     lease_id=lease.id,
                     reason=reason,
                     error=error,
@@ -81,7 +78,7 @@ class ExpirationManager:
             )
             core.commit()
             raise RevocationError(f"failed to revoke lease '{lease.id}': {error}") from None
-        core.stage(LeaseRevoked(**self._who(request), lease_id=lease.id, reason=reason))
+        core.stage(LeaseRevoked(**who(request), lease_id=lease.id, reason=reason))
         core.commit()
 
     def revoke_prefix(
@@ -98,9 +95,7 @@ class ExpirationManager:
             except RevocationError:
                 if not force:
                     raise
-                self.core.stage(
-                    LeaseRevoked(**self._who(request), lease_id=lease.id, reason="forced")
-                )
+                self.core.stage(LeaseRevoked(**who(request), lease_id=lease.id, reason="forced"))
                 self.core.commit()
             revoked.append(lease.id)
         return revoked
@@ -119,7 +114,7 @@ class ExpirationManager:
         if lease.expires <= now:
             raise InvalidRequestError("lease expired")
         expires = min(now + (increment or lease.ttl) * NANOS, lease.max_expires)
-        self.core.stage(LeaseRenewed(**self._who(request), lease_id=lease.id, expires=expires))
+        self.core.stage(LeaseRenewed(**who(request), lease_id=lease.id, expires=expires))
         self.core.commit()
         return self.core.state.leases[lease.id]
 
@@ -151,13 +146,16 @@ class ExpirationManager:
             view = core.view(mount, request)
             try:
                 data: dict[str, Any] = view.open_value(intent.data, "intent", intent.id)
-                core.backend(mount.type).roll_back(view, intent.action, data)  # type: ignore[attr-defined]
+                leasing(core, mount.type).roll_back(view, intent.action, data)
             except Exception:  # left pending: tried again on the next open
                 continue
-            core.stage(
-                IntentCompleted(**self._who(request), intent_id=intent.id, outcome="rolled_back")
-            )
+            core.stage(IntentCompleted(**who(request), intent_id=intent.id, outcome="rolled_back"))
             core.commit()
+
+
+def leasing(core: Core, backend_type: str) -> LeasingBackend:
+    """The backend of a mount that issued leases (only those have leases or intents)."""
+    return cast("LeasingBackend", core.backend(backend_type))
 
 
 def _one_line(exc: BaseException) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 Operation = Literal["read", "write", "delete", "list"]
 
@@ -27,3 +27,14 @@ class Response:
     lease_duration: int = 0
     renewable: bool = False
     warnings: tuple[str, ...] = ()
+
+
+class Who(TypedDict):
+    """The fields every event takes from the request that caused it."""
+
+    actor: str
+    request_id: str
+
+
+def who(request: Request) -> Who:
+    return {"actor": request.actor, "request_id": request.request_id}

@@ -407,11 +407,13 @@ class FileLog:
                 if self._syncing:
                     self._cond.wait()
                     continue
-                self._syncing, target, fd = True, self.head, self._fd
+                fd = self._fd
+                if fd is None:  # nothing was ever written through this log
+                    raise StoreError("nothing to sync: no segment is open")
+                self._syncing, target = True, self.head
                 size, target_at = self._segment_size, self.head_at
                 self._cond.release()
                 try:
-                    assert fd is not None
                     os.fdatasync(fd)
                 except OSError as exc:
                     error: OSError | None = exc

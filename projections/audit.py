@@ -82,7 +82,8 @@ def audit_trail(events: Iterable[Event]) -> Iterator[AuditEntry]:
     mounts: dict[str, str] = {}  # mount id -> mount point, kept after unmount for naming
     lease_paths: dict[str, tuple[str, str]] = {}  # lease id -> (path, mount point)
     for event in events:
-        mount, path, lease_id, detail = "", "", "", {}
+        mount, path, lease_id = "", "", ""
+        detail: dict[str, Any] = {}
         match event:
             case MountCreated():
                 mounts[event.mount_id] = mount = path = event.path

@@ -356,7 +356,8 @@ class Peer:
 
     def pragmas(self) -> tuple[str, int]:
         """(journal_mode, synchronous) of its connections: WAL, and 2 (FULL) = durable."""
-        with self.app.factory.datastore.transaction(commit=False) as cursor:
+        factory: Any = self.app.factory  # the SQLite factory: its datastore is not typed
+        with factory.datastore.transaction(commit=False) as cursor:
             cursor.execute("PRAGMA journal_mode")
             mode = cursor.fetchone()[0]
             cursor.execute("PRAGMA synchronous")
@@ -751,7 +752,8 @@ def bench_store(work: Path, sizes: Sizes, report: Report, peer: Peer | None, pro
     reader.close()
     empty = work / "empty"
     Core.open(empty, key, write=True).close()
-    with_snapshot, empty_opens = [], []
+    with_snapshot: list[float] = []
+    empty_opens: list[float] = []
     for _ in range(max(sizes.slow_rounds, 5)):
         for directory, times in ((store, with_snapshot), (empty, empty_opens)):
             seconds, core = timed_open(directory, key)

@@ -14,6 +14,7 @@ import typer
 
 from backends import Core, Request, RequestError, Response, actor
 from backends.core import WriterNeeded
+from backends.request import Operation
 from eventstore import VaultlogError
 from tools.config import locate_store
 from tools.output import columns, rfc3339, secret_json, secret_table, text
@@ -40,7 +41,7 @@ class CommandFailed(Exception):
 
 def vault_style_flags(args: list[str]) -> list[str]:
     """Accept Vault's ``-flag=value`` and ``-flag`` as well as ``--flag value``."""
-    out = []
+    out: list[str] = []
     for i, arg in enumerate(args):
         if arg == "--":
             return out + args[i:]
@@ -77,8 +78,8 @@ def call(request: Request, *, write: bool, error_prefix: str, exit_code: int = 1
         raise CommandFailed(f"{error_prefix}: {exc}", exit_code) from None
 
 
-def request(operation: str, path: str, data: dict[str, Any] | None = None) -> Request:
-    return Request(operation, path.lstrip("/"), data or {}, actor=actor())  # type: ignore[arg-type]
+def request(operation: Operation, path: str, data: dict[str, Any] | None = None) -> Request:
+    return Request(operation, path.lstrip("/"), data or {}, actor=actor())
 
 
 @app.command()
