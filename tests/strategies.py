@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any
+
 from hypothesis import strategies as st
+
+from backends import Core, Request, RequestError
 
 MOUNT_POINTS = ("secret/", "kv/", "team/", "team/a/", "other/")
 SECRET_NAMES = ("a", "b", "dir/c", "dir/d")
@@ -34,3 +39,22 @@ record_headers = st.fixed_dictionaries(
         "prev_hash": st.binary(min_size=32, max_size=32),
     }
 )
+
+
+def run_operation(core: Core, op: tuple[Any, ...]) -> None:
+    """Serve one generated operation; an impossible one must change nothing."""
+    kind = op[0]
+    if kind == "mount":
+        request = Request("write", f"sys/mounts/{op[1]}", {"type": "generic"})
+    elif kind == "unmount":
+        request = Request("delete", f"sys/mounts/{op[1]}")
+    elif kind == "remount":
+        request = Request("write", "sys/remount", {"from": op[1], "to": op[2]})
+    elif kind == "write":
+        request = Request("write", op[1] + op[2], op[3])
+    elif kind == "read":
+        request = Request("read", op[1] + op[2])
+    else:
+        request = Request("delete", op[1] + op[2])
+    with contextlib.suppress(RequestError):
+        core.handle(request)

@@ -8,7 +8,6 @@ answered, with the log's head seq and the wall time; afterwards the same questio
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import tempfile
 import time
@@ -28,7 +27,7 @@ from eventstore import FileLog, Keyring, new_key
 from projections import MountRemoved, decode, replay
 from projections.snapshot import snapshot_seqs
 from tests.conftest import VaultCLI
-from tests.strategies import MOUNT_POINTS, SECRET_NAMES, operations
+from tests.strategies import MOUNT_POINTS, SECRET_NAMES, operations, run_operation
 
 QUESTIONS = (
     ("read", "-format=json", "secret/a"),
@@ -128,22 +127,7 @@ def test_the_past_answers_as_it_did_then(vault: VaultCLI) -> None:
 reads = st.tuples(st.just("read"), st.sampled_from(MOUNT_POINTS), st.sampled_from(SECRET_NAMES))
 
 
-def run(core: Core, op: tuple[Any, ...]) -> None:
-    kind = op[0]
-    if kind == "mount":
-        request = Request("write", f"sys/mounts/{op[1]}", {"type": "generic"})
-    elif kind == "unmount":
-        request = Request("delete", f"sys/mounts/{op[1]}")
-    elif kind == "remount":
-        request = Request("write", "sys/remount", {"from": op[1], "to": op[2]})
-    elif kind == "write":
-        request = Request("write", op[1] + op[2], op[3])
-    elif kind == "read":
-        request = Request("read", op[1] + op[2])
-    else:
-        request = Request("delete", op[1] + op[2])
-    with contextlib.suppress(RequestError):  # an impossible operation changes nothing
-        core.handle(request)
+run = run_operation
 
 
 @pytest.mark.parametrize("snapshot_every", [2, None], ids=["snapshots", "no-snapshots"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -10,26 +9,12 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backends import Core, Request, RequestError
+from backends import Core, Request
 from eventstore import new_key
 from projections import decode, replay
-from tests.strategies import operations
+from tests.strategies import operations, run_operation
 
-
-def run(core: Core, op: tuple[Any, ...]) -> None:
-    kind = op[0]
-    if kind == "mount":
-        request = Request("write", f"sys/mounts/{op[1]}", {"type": "generic"})
-    elif kind == "unmount":
-        request = Request("delete", f"sys/mounts/{op[1]}")
-    elif kind == "remount":
-        request = Request("write", "sys/remount", {"from": op[1], "to": op[2]})
-    elif kind == "write":
-        request = Request("write", op[1] + op[2], op[3])
-    else:
-        request = Request("delete", op[1] + op[2])
-    with contextlib.suppress(RequestError):  # an impossible operation must change nothing
-        core.handle(request)
+run = run_operation
 
 
 def readable(core: Core) -> dict[str, dict[str, Any]]:
