@@ -493,10 +493,10 @@ def _json_object(raw: str, source: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``vault`` executable: every failure is one line on stderr."""
-    args = vault_style_flags(sys.argv[1:] if argv is None else argv)
-    command = typer.main.get_command(app)
+    args = vault_style_flags(sys.argv[1:] if argv is None else argv) or ["--help"]
+    command, rest, prog = _command_for(args)
     try:
-        code = command.main(args, prog_name="vault", standalone_mode=False)
+        code = command.main(rest, prog_name=prog, standalone_mode=False)
     except CommandFailed as exc:
         print(str(exc), file=sys.stderr)
         code = exc.exit_code
@@ -518,10 +518,30 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
-def _sub(args: list[str]) -> str:
-    """``"read "`` when the arguments name a known command, for pointing at its help."""
-    names = {
-        info.name or (info.callback.__name__ if info.callback else "")
+def _commands() -> dict[str, typer.models.CommandInfo]:
+    return {
+        info.name or (info.callback.__name__ if info.callback else ""): info
         for info in app.registered_commands
     }
-    return f"{args[0]} " if args and args[0] in names else ""
+
+
+def _command_for(args: list[str]) -> tuple[typer.core.TyperCommand, list[str], str]:
+    """The click command to run, its arguments and its program name.
+
+    A plain command is built on its own: building the whole app turns every command's
+    signature into parameters (with typer's pydantic adapters), a cost each `vault`
+    invocation would otherwise pay for commands it does not run.
+    """
+    info = _commands().get(args[0]) if args else None
+    if info is None:  # help, a group such as `audit`, or an unknown command
+        return typer.main.get_command(app), args, "vault"  # type: ignore[return-value]
+    single = typer.Typer(
+        add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None
+    )
+    single.registered_commands.append(info)
+    return typer.main.get_command(single), args[1:], f"vault {args[0]}"  # type: ignore[return-value]
+
+
+def _sub(args: list[str]) -> str:
+    """``"read "`` when the arguments name a known command, for pointing at its help."""
+    return f"{args[0]} " if args and args[0] in _commands() else ""
