@@ -1,0 +1,192 @@
+"""The figures the issues ask for beyond the benchmark table.
+
+``python -m tools.figures`` (from a regular install; with moto installed for the aws part)
+prints: `vault read` against `python -c "import typer"`; `vault audit` and `vault audit
+verify` over 100,000 events; point-in-time reads with and without snapshots; aws issue and
+revoke against moto's IAM on 127.0.0.1, and `vault mounts` with and without boto3 imported.
+Medians; the machine is noisy, so compare ratios.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from statistics import median
+
+from backends import Core, Request
+from eventstore import encode_unseal_key, new_key
+
+VAULT = Path(sys.executable).parent / "vault"
+POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": "ec2:*", "Resource": "*"}],
+}
+
+
+def seconds(work: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    work()
+    return time.perf_counter() - start
+
+
+def process(args: list[str | Path], env: dict[str, str]) -> str:
+    return subprocess.run(args, env=env, capture_output=True, text=True, check=True).stdout
+
+
+def process_median(args: list[str | Path], env: dict[str, str], rounds: int) -> float:
+    return median(seconds(lambda: process(args, env)) for _ in range(rounds))
+
+
+def cli_startup(home: Path, env: dict[str, str]) -> None:
+    process([VAULT, "write", "secret/hello", "value=world"], env)
+    read = process_median([VAULT, "read", "secret/hello"], env, 21)
+    typer = process_median([sys.executable, "-c", "import typer"], env, 21)
+    print(
+        f"vault read secret/hello: {read * 1000:.0f} ms; python -c 'import typer': "
+        f"{typer * 1000:.0f} ms ({read / typer:.2f}x)"
+    )
+
+
+def history(home: Path, key: bytes, env: dict[str, str], events: int = 100_000) -> None:
+    """audit, verify and -at over a store of updates to 5,000 paths."""
+    store = home / "history"
+    core = Core.open(store, key, write=True)
+    secret = core.state.mounts.at("secret/")
+    assert secret is not None
+    view = core.view(secret, Request("write", "secret/x", actor="figures@host"))
+    for i in range(events - 2):
+        view.put(f"k{i % 5000}", {"value": f"v{i}"})
+        if i % 1000 == 999:
+            core.commit()
+    core.commit()
+    core.flush()
+    head = core.log.head.seq
+    core.close()
+    env = dict(env, VAULTLOG_DIR=str(store))
+    audit = seconds(lambda: process([VAULT, "audit", "-format=json"], env))
+    verify = seconds(lambda: process([VAULT, "audit", "verify"], env))
+    print(f"{head:,} events: vault audit -format=json {audit:.1f} s; audit verify {verify:.1f} s")
+
+    rng = random.Random(1)
+
+    def first_question() -> float:
+        reader = Core.open(store, key, write=False)
+        try:
+            request = Request("read", f"secret/k{rng.randrange(5000)}")
+            seq = rng.randint(3, head)
+            return seconds(lambda: reader.handle_at(request, seq))
+        finally:
+            reader.close()
+
+    snapshots, aside = store / "snapshots", store / "snapshots-aside"
+    with_snapshots = median(first_question() for _ in range(7))
+    snapshots.rename(aside)
+    try:
+        without = median(first_question() for _ in range(5))
+    finally:
+        aside.rename(snapshots)
+    print(
+        f"-at read, a Core's first question: {with_snapshots * 1000:.0f} ms with snapshots "
+        f"({len(os.listdir(snapshots))} on disk), {without * 1000:.0f} ms without"
+    )
+    reader = Core.open(store, key, write=False)
+    reader.handle_at(Request("read", "secret/k1"), 10)
+    build = seconds(lambda: reader.handle_at(Request("read", "secret/k1"), 20))
+    later = median(
+        seconds(lambda: reader.handle_at(Request("read", "secret/k2"), rng.randint(3, head)))
+        for _ in range(200)
+    )
+    reader.close()
+    print(
+        f"-at read, later questions: index built once in {build * 1000:.0f} ms, then "
+        f"{later * 1e6:.0f} us"
+    )
+
+
+def aws(home: Path, key: bytes, env: dict[str, str]) -> None:
+    """Issue and revoke against moto's IAM in server mode on a loopback port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    moto = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(300):
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        store = home / "aws"
+        core = Core.open(store, key, write=True)
+        core.handle(Request("write", "sys/mounts/aws", {"type": "aws"}))
+        root = {"access_key": "a", "secret_key": "b", "endpoint": f"http://127.0.0.1:{port}"}
+        core.handle(Request("write", "aws/config/root", root))
+        core.handle(Request("write", "aws/roles/r", {"policy": json.dumps(POLICY)}))
+        issued, revoked = [], []
+        for _ in range(15):
+            start = time.perf_counter()
+            lease = core.handle(Request("read", "aws/creds/r")).lease_id
+            issued.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            core.handle(Request("write", f"sys/revoke/{lease}"))
+            revoked.append(time.perf_counter() - start)
+        core.close()
+        print(
+            f"aws in-process: issue {median(issued) * 1000:.0f} ms, "
+            f"revoke {median(revoked) * 1000:.0f} ms"
+        )
+        env = dict(env, VAULTLOG_DIR=str(store))
+        cli_issued, cli_revoked = [], []
+        for _ in range(7):
+            start = time.perf_counter()
+            out = process([VAULT, "read", "-format=json", "aws/creds/r"], env)
+            cli_issued.append(time.perf_counter() - start)
+            lease = json.loads(out)["lease_id"]
+            start = time.perf_counter()
+            process([VAULT, "revoke", lease], env)
+            cli_revoked.append(time.perf_counter() - start)
+        print(
+            f"aws whole CLI process: issue {median(cli_issued) * 1000:.0f} ms, "
+            f"revoke {median(cli_revoked) * 1000:.0f} ms"
+        )
+        mounts = process_median([VAULT, "mounts"], env, 15)
+        probe = (
+            "import boto3, sys; sys.argv = ['vault', 'mounts']; from tools.cli import main; main()"
+        )
+        with_boto3 = process_median([sys.executable, "-c", probe], env, 15)
+        print(
+            f"vault mounts {mounts * 1000:.0f} ms; with boto3 imported first "
+            f"{with_boto3 * 1000:.0f} ms ({with_boto3 / mounts:.2f}x)"
+        )
+    finally:
+        moto.terminate()
+        moto.wait(10)
+
+
+def main() -> None:
+    home, key = Path(tempfile.mkdtemp(prefix="vaultlog-figures-")), new_key()
+    env = dict(
+        os.environ,
+        HOME=str(home),
+        VAULTLOG_DIR=str(home / "data"),
+        VAULTLOG_UNSEAL_KEY=encode_unseal_key(key),
+    )
+    cli_startup(home, env)
+    history(home, key, env)
+    aws(home, key, env)
+
+
+if __name__ == "__main__":
+    main()
