@@ -55,9 +55,5 @@ def record_hash(raw: bytes | memoryview) -> bytes:
     return hashlib.sha256(raw).digest()
 
 
-def parse_header(payload: bytes | memoryview) -> Header:
-    return Header._make(HEADER.unpack_from(payload))
-
-
 def checksum_ok(payload: bytes | memoryview, crc: int) -> bool:
     return crc32c(payload) == crc
