@@ -94,7 +94,10 @@ def run_and_kill(directory: Path, key: bytes, trial: int, rng: random.Random) ->
             assert child.stdout.readline() == b"ready\n", child.stderr.read()
             time.sleep(rng.uniform(0.05, 0.4))
         child.send_signal(signal.SIGKILL)
-        out, err = child.communicate(timeout=30)
+        # Read through the buffered pipe objects: readline() above may have buffered acks
+        # beyond "ready", which communicate() would skip (it reads the raw descriptors).
+        child.wait(timeout=30)
+        out, err = child.stdout.read(), child.stderr.read()
     finally:
         if child.poll() is None:
             child.kill()
