@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -16,7 +17,15 @@ from backends.errors import InvalidRequestError, NoHandlerError, ShreddedDataErr
 from backends.expiration import ExpirationManager, bounded_ttls
 from backends.request import Request, Response, who
 from backends.router import route
-from eventstore import FileLog, Keyring, ShreddedError, UnsealError, audit_hmac
+from eventstore import (
+    CorruptionError,
+    FileLog,
+    Keyring,
+    ShreddedError,
+    StoreError,
+    UnsealError,
+    audit_hmac,
+)
 from eventstore.keyring import KEYRING_FILE
 from eventstore.lock import WriterLock
 from projections import (
@@ -33,13 +42,12 @@ from projections import (
     SecretWritten,
     StoreState,
     apply,
-    decode,
     encode,
 )
 from projections.audit import rfc3339
 from projections.pointintime import rebuild, seq_at_time
 from projections.snapshot import read_snapshot, snapshot_dir, snapshot_seqs, write_snapshot
-from projections.versions import VersionIndex
+from projections.versions import IndexMismatch, VersionIndex
 
 SYSTEM_DESCRIPTION = "system endpoints used for control, policy and debugging"
 SNAPSHOT_EVERY = int(os.environ.get("VAULTLOG_SNAPSHOT_EVERY", "1000"))
@@ -181,8 +189,8 @@ class Core:
         self._backends: dict[str, Backend] = {}
         self._snapshot_seq = 0
         self._mutex = threading.RLock()
-        self._versions: VersionIndex | None = None  # built when the past is asked twice
-        self._past_reads = 0
+        self._index: VersionIndex | None = None  # a writer's from its open, a reader's lazily
+        self._index_loaded = False
 
     @classmethod
     def open(
@@ -208,9 +216,11 @@ class Core:
         except BaseException:
             lock.release()
             raise
+        core = cls(directory, unseal_key, keyring, log, True)
         try:
-            core = cls(directory, unseal_key, keyring, log, True)
             core._replay()
+            core._index = VersionIndex.open_writer(directory, keyring.audit_key, log)
+            core._index_loaded = True
             if core.state.seq == 0:  # new, or a first use that crashed before its mounts
                 core._create_default_mounts()
             core._shred_orphan_keys()
@@ -219,6 +229,8 @@ class Core:
             core.flush()
             return core
         except BaseException:
+            if core._index is not None:
+                core._index.close()
             log.close()
             raise
 
@@ -254,6 +266,13 @@ class Core:
                 (snapshot_dir(self.directory) / f"{seq:020d}.snap").unlink(missing_ok=True)
         write_snapshot(self.directory, self.keyring, self.state, self.log.head, self.log.head_at)
         self._snapshot_seq = self.state.seq
+        self._save_index()
+
+    def _save_index(self) -> None:
+        """Save the version index's new entries once the records they cover are durable."""
+        if self._index is not None:
+            self.flush()
+            self._index.save()
 
     # ---- the past ------------------------------------------------------------------------
 
@@ -274,21 +293,17 @@ class Core:
         return response
 
     def _past_for_read(self, path: str, seq: int) -> StoreState:
-        """Enough of the state at ``seq`` to read ``path``: from the version index once
-        this Core has been asked about the past before, else the whole state then."""
-        self._past_reads += 1
-        if self._past_reads < 2:  # one question (the CLI's case): no index worth building
-            return self.state_at(seq)
-        if self._versions is None:
-            self._versions = VersionIndex(decode(r) for r in self.log.records())
-        past = self._versions.mounts_at(seq)
-        found = route(past.mounts, path)
-        if found is not None:
-            mount, relative = found
-            value = self._versions.value_at(mount.id, relative, seq)
-            if value is not None:
-                past.data[mount.id][relative] = value
-        return past
+        """Enough of the state at ``seq`` to read ``path``: from the version index, or,
+        without a usable one, the whole state then."""
+        if not self._index_loaded:
+            self._index = VersionIndex.load(self.directory, self.keyring.audit_key)
+            self._index_loaded = True
+        if self._index is not None:
+            try:
+                return self._index.state_for_read(self.log, route, path, seq)
+            except (IndexMismatch, CorruptionError):
+                pass  # the index is derived and never trusted: the log answers
+        return self.state_at(seq)
 
     def _handle_at(self, request: Request, seq: int) -> Response:
         if request.operation not in ("read", "list"):
@@ -482,8 +497,8 @@ class Core:
         for event, record in zip(events, records, strict=True):
             event = replace(event, seq=record.seq, time=record.timestamp)
             apply(self.state, event)
-            if self._versions is not None:
-                self._versions.add(event)
+            if self._index is not None:
+                self._index.add(event, record.at)
         if self._snapshot_due():
             self._write_snapshot()
         removed = [e.mount_id for e in events if isinstance(e, MountRemoved)]
@@ -494,6 +509,11 @@ class Core:
             self.keyring.save(self.directory, self.unseal_key)
 
     def close(self) -> None:
+        if self._index is not None:
+            # A broken log: the next writer indexes again what this one could not save.
+            with contextlib.suppress(StoreError):
+                self._save_index()
+            self._index.close()
         self.log.close()
 
 

@@ -1,8 +1,10 @@
 """``vault audit verify``: check a whole store, record by record, and its snapshots.
 
 Checked: framing and checksums, contiguous seqs, the hash chain, authenticated decryption
-under each record's key term, non-decreasing time, snapshots matching the log, and with
-``against`` that the log still extends a head written down earlier. Values of shredded
+under each record's key term, non-decreasing time, snapshots and the version index
+matching the log, and with ``against`` that the log still extends a head written down
+earlier. (A version index whose checksum fails is used by no one, like a missing one, and
+is rebuilt by the next writer; one that checks out must match the log.) Values of shredded
 mounts are unreadable by design and are not counted as damage: only the barrier layer of
 each record is opened here.
 """
@@ -16,6 +18,7 @@ from backends.errors import InvalidRequestError
 from eventstore import CorruptionError, FileLog, Head, Keyring, ShreddedError
 from projections import StoreState, apply, decode
 from projections.snapshot import read_snapshot, snapshot_seqs
+from projections.versions import ENTRY_SIZE, VersionIndex, entry_seq
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,12 +55,15 @@ def verify_store(directory: Path, unseal_key: bytes, *, against: str | None = No
     recorded = parse_head(against) if against else None
     snapshots = set(snapshot_seqs(directory))
     state, head, count, recorded_hash = StoreState(), None, 0, None
+    indexed = VersionIndex(directory, keyring.audit_key)  # the index the log calls for
     try:
         for frame in log.frames(1):
             h = frame.header
             if head is not None and h.timestamp < head.timestamp:
                 return VerifyReport(count, head, h.seq, "timestamps go backwards")
-            apply(state, decode(log.open_frame(frame)))
+            event = decode(log.open_frame(frame))
+            apply(state, event)
+            indexed.add(event, (frame.segment, frame.offset))
             head, count = Head(h.seq, frame.hash, h.timestamp), count + 1
             if recorded and h.seq == recorded[0]:
                 recorded_hash = frame.hash
@@ -86,6 +92,9 @@ def verify_store(directory: Path, unseal_key: bytes, *, against: str | None = No
             return VerifyReport(
                 count, head, seq, f"rewritten history: record {seq} differs from the recorded head"
             )
+    problem = _check_index(directory, keyring, indexed, end)
+    if problem:
+        return VerifyReport(count, head, *problem)
     beyond = sorted(s for s in snapshots if s > end)
     if beyond:
         return VerifyReport(
@@ -107,3 +116,26 @@ def _check_snapshot(directory: Path, keyring: Keyring, state: StoreState, head: 
     if snapshot.head != head or snapshot.state != state:
         return f"snapshot at seq {head.seq} does not match the log"
     return ""
+
+
+def _check_index(
+    directory: Path, keyring: Keyring, indexed: VersionIndex, end: int
+) -> tuple[int, str] | None:
+    """The first seq where the saved version index and the log disagree, and how."""
+    saved = VersionIndex.load(directory, keyring.audit_key)
+    if saved is None:
+        return None
+    if saved.covered > end:
+        return (
+            end + 1,
+            f"missing records: the log ends at seq {end} "
+            f"but the version index covers seq {saved.covered}",
+        )
+    entries = saved.entries_without_checkpoints()
+    expected = indexed.entries_up_to(saved.covered)
+    for pos in range(0, max(len(entries), len(expected)), ENTRY_SIZE):
+        mine, theirs = entries[pos : pos + ENTRY_SIZE], expected[pos : pos + ENTRY_SIZE]
+        if mine != theirs:
+            seq = min(entry_seq(e) for e in (mine, theirs) if e)
+            return seq, "the version index does not match the log"
+    return None

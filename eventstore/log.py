@@ -337,7 +337,37 @@ class FileLog:
                 seq=h.seq,
                 kind="authentication failure",
             ) from None
-        return Record(h.seq, h.timestamp, h.term, body)
+        return Record(h.seq, h.timestamp, h.term, body, (frame.segment, frame.offset))
+
+    def frame_at(self, segment: str, offset: int, seq: int) -> Frame:
+        """Record ``seq``, said to start at ``offset`` of ``segment``, read on its own.
+
+        Framing, checksum and seq are checked (decrypting it then checks the header is
+        authentic); the hash chain is not: that needs the records before it.
+        """
+
+        def wrong(what: str) -> CorruptionError:
+            return CorruptionError(what, segment=segment, offset=offset, seq=seq)
+
+        if not _SEGMENT_NAME.match(segment) or offset < len(SEGMENT_MAGIC):
+            raise wrong("no record can start there")
+        try:
+            with open(self.directory / segment, "rb") as f:
+                f.seek(offset)
+                prefix = f.read(PREFIX.size)
+                if len(prefix) < PREFIX.size:
+                    raise wrong("no record starts there")
+                length, crc = PREFIX.unpack(prefix)
+                payload = f.read(length) if length >= MIN_PAYLOAD else b""
+        except FileNotFoundError:
+            raise wrong("no such segment") from None
+        if len(payload) != length or crc32c(payload) != crc:
+            raise wrong("no whole record starts there")
+        header = Header._make(HEADER.unpack_from(payload))
+        if header.version != VERSION or header.seq != seq:
+            raise wrong(f"the record there is not seq {seq}")
+        raw = prefix + payload
+        return Frame(segment, offset, offset + len(raw), header, payload, sha256(raw).digest())
 
     def records(self, start: int = 1) -> Iterator[Record]:
         """Decrypted records from seq ``start`` on; tracks the head as it goes."""
@@ -372,6 +402,7 @@ class FileLog:
             timestamp = max(time.time_ns(), self.head.timestamp)
             seq, prev = self.head.seq, self.head.hash
             chunks, records = [], []
+            name, offset = self._segment_name, self._segment_size
             for body in bodies:
                 seq += 1
                 raw = encode(
@@ -379,7 +410,8 @@ class FileLog:
                 )
                 prev = record_hash(raw)
                 chunks.append(raw)
-                records.append(Record(seq, timestamp, term, body))
+                records.append(Record(seq, timestamp, term, body, (name, offset)))
+                offset += len(raw)
             data = b"".join(chunks)
             assert self._fd is not None
             try:

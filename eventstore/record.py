@@ -39,6 +39,7 @@ class Record:
     timestamp: int
     term: int
     body: bytes
+    at: tuple[str, int] | None = None  # (segment file, offset) where the record starts
 
 
 def encode(

@@ -84,7 +84,7 @@ def run_and_kill(directory: Path, key: bytes, trial: int, rng: random.Random) ->
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    assert child.stdout is not None
+    assert child.stdout is not None and child.stderr is not None
     try:
         if trial == TRIALS_PER_STORE - 1:
             # Now and then count from the start, so the kill may land while the store opens

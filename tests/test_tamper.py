@@ -20,6 +20,7 @@ from eventstore import FileLog, Frame, Keyring, encode_unseal_key, new_key
 from eventstore.log import SEGMENT_MAGIC, segment_name
 from eventstore.record import GENESIS_HASH, HEADER, PREFIX, encode, record_hash
 from projections.snapshot import snapshot_seqs
+from projections.versions import INDEX_FILE
 from tests.conftest import VaultCLI
 
 RECORDS = 8  # two default mounts, then six writes
@@ -153,7 +154,15 @@ def test_a_tail_truncated_below_a_recorded_head(vault: VaultCLI) -> None:
     with open(segment(vault), "r+b") as f:
         f.truncate(found[MIDDLE - 1].end)  # a clean cut after seq 5: nothing looks torn
 
-    # Without the recorded head, a clean cut is a shorter log and nothing more ...
+    # The version index still covers the records cut off ...
+    seq, problem = verify_fails(vault)
+    assert seq == MIDDLE + 1
+    assert (
+        problem
+        == f"missing records: the log ends at seq {MIDDLE} but the version index covers seq 8"
+    )
+    (vault.data_dir / INDEX_FILE).unlink()  # ... so a careful forger deletes it too.
+    # Without the recorded head, a clean cut is then a shorter log and nothing more ...
     assert verified(vault) == head_of(found[MIDDLE - 1])
     assert verified(vault, f"-against={head_of(found[2])}") == head_of(found[MIDDLE - 1])
     # ... with it, the records after seq 5 are missing.

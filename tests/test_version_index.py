@@ -1,0 +1,233 @@
+"""The version index answers reads of the past exactly as a replay would, and it is never
+trusted: missing, damaged, stale or foreign, it changes no answer.
+
+Each case asks every path that ever existed at every seq, once through the index and once
+on a copy of the store without it (where the Core replays from the nearest snapshot), and
+compares the answers: data, or the error.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google_crc32c import value as crc32c
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from backends import Core, Request, RequestError
+from backends.verify import verify_store
+from eventstore import encode_unseal_key, new_key
+from projections.versions import ENTRY_SIZE, INDEX_FILE, VersionIndex
+from tests.strategies import MOUNT_POINTS, SECRET_NAMES, operations, run_operation
+
+PATHS = [mount + name for mount in MOUNT_POINTS for name in SECRET_NAMES]
+
+
+def answer(core: Core, path: str, seq: int) -> tuple[str, Any]:
+    try:
+        return "data", core.handle_at(Request("read", path), seq).data
+    except RequestError as exc:
+        return type(exc).__name__, str(exc)
+
+
+def answers(directory: Path, key: bytes) -> list[tuple[str, Any]]:
+    """Every path at every seq, from a reader of ``directory``."""
+    reader = Core.open(directory, key, write=False)
+    try:
+        head = reader.state.seq
+        return [answer(reader, path, seq) for seq in range(head + 1) for path in PATHS]
+    finally:
+        reader.close()
+
+
+def replayed_answers(directory: Path, key: bytes, into: Path) -> list[tuple[str, Any]]:
+    """The same questions, answered by replay: a copy of the store with no index."""
+    shutil.copytree(directory, into)
+    (into / INDEX_FILE).unlink()
+    return answers(into, key)
+
+
+def build(directory: Path, key: bytes, ops: list[tuple[Any, ...]]) -> None:
+    core = Core.open(directory, key, write=True)
+    try:
+        for op in ops:
+            run_operation(core, op)
+    finally:
+        core.close()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(operations, max_size=20))
+def test_the_index_answers_as_replay_does(ops: list[tuple[Any, ...]]) -> None:
+    key = new_key()
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Path(tmp) / "store"
+        build(store, key, ops)
+        assert (store / INDEX_FILE).exists()
+        assert answers(store, key) == replayed_answers(store, key, Path(tmp) / "replay")
+
+
+SESSION = [
+    ("write", "secret/", "a", {"v": "1"}),
+    ("mount", "team/"),
+    ("write", "team/", "dir/c", {"v": "1"}),
+    ("write", "secret/", "a", {"v": "2"}),
+    ("remount", "team/", "other/"),
+    ("write", "other/", "dir/c", {"v": "2"}),
+    ("delete", "secret/", "a"),
+    ("mount", "kv/"),
+    ("write", "kv/", "b", {"v": "1"}),
+    ("unmount", "kv/"),
+    ("write", "secret/", "a", {"v": "3"}),
+]
+
+
+@pytest.fixture(scope="module")
+def session_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes, list[Any]]:
+    """A store built by ``SESSION``, and what replay answers about its past."""
+    key = new_key()
+    store = tmp_path_factory.mktemp("index") / "store"
+    build(store, key, SESSION)
+    expected = replayed_answers(store, key, tmp_path_factory.mktemp("replay") / "store")
+    assert ("data", {"v": "2"}) in expected and ("data", {"v": "3"}) in expected
+    assert any(kind == "ShreddedDataError" for kind, _ in expected)
+    return store, key, expected
+
+
+def flip_middle(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def swap_tags(path: Path) -> None:
+    """The first mount entry (seq 1) and the first write's (seq 3) trade tags: each now
+    says its record is the other kind."""
+    data = bytearray(path.read_bytes())
+    first, third = data[8:24], data[88:104]
+    data[8:24], data[88:104] = third, first
+    path.write_bytes(bytes(data))
+
+
+def from_another_store(path: Path) -> None:
+    other = path.parent.parent / "other"
+    build(other, new_key(), SESSION)
+    shutil.copyfile(other / INDEX_FILE, path)
+
+
+DAMAGE: dict[str, Callable[[Path], None]] = {
+    "deleted": lambda path: path.unlink(),
+    "emptied": lambda path: path.write_bytes(b""),
+    "flipped": flip_middle,
+    "cut in half": lambda path: path.write_bytes(path.read_bytes()[: path.stat().st_size // 2]),
+    "garbage appended": lambda path: path.write_bytes(path.read_bytes() + os.urandom(100)),
+    "tags swapped": swap_tags,
+    "another store's": from_another_store,
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_index_changes_no_answer_and_a_writer_repairs_it(
+    session_store: tuple[Path, bytes, list[Any]], tmp_path: Path, damage: str
+) -> None:
+    store, key, expected = session_store
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    DAMAGE[damage](copy / INDEX_FILE)
+    assert answers(copy, key) == expected
+
+    Core.open(copy, key, write=True).close()  # a writer indexes again what it cannot trust
+    keyring_audit_key = Core.open(copy, key, write=False).keyring.audit_key
+    index = VersionIndex.load(copy, keyring_audit_key)
+    pristine = VersionIndex.load(store, keyring_audit_key)
+    assert index is not None and pristine is not None
+    if damage in ("deleted", "emptied", "flipped", "tags swapped", "another store's"):
+        # Rebuilt from the log: the same entries, whatever the checkpoints were.
+        assert index.find(index.mounts_tag, 10**9) == pristine.find(pristine.mounts_tag, 10**9)
+    assert index.covered == pristine.covered
+    assert answers(copy, key) == expected
+
+
+KILLED_WRITER = textwrap.dedent(
+    """
+    import os, sys
+    from pathlib import Path
+    from backends import Core, Request
+    from eventstore import decode_unseal_key
+
+    core = Core.open(Path(sys.argv[1]), decode_unseal_key(os.environ["KEY"]), write=True)
+    for i in range(50):
+        core.handle(Request("write", f"secret/k{i % 7}", {"v": str(i)}))
+    print("written", flush=True)
+    sys.stdin.read()  # killed here, before close saves the index
+    """
+)
+
+
+def test_writes_a_killed_writer_never_indexed_are_answered_then_indexed(tmp_path: Path) -> None:
+    key = new_key()
+    store = tmp_path / "store"
+    build(store, key, [("write", "secret/", "a", {"v": "0"})])
+    before = VersionIndex.load(store, Core.open(store, key, write=False).keyring.audit_key)
+    assert before is not None
+    writer = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, str(store)],
+        env={**os.environ, "KEY": encode_unseal_key(key)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert writer.stdout is not None and writer.stdout.readline() == b"written\n"
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(timeout=30)
+
+    reader = Core.open(store, key, write=False)
+    after_kill = VersionIndex.load(store, reader.keyring.audit_key)
+    assert after_kill is not None and after_kill.covered == before.covered < reader.state.seq
+    expected = replayed_answers(store, key, tmp_path / "replay")
+    assert answers(store, key) == expected  # the writes past the checkpoint, from the log
+
+    writer_again = Core.open(store, key, write=True)
+    writer_again.close()
+    indexed = VersionIndex.load(store, reader.keyring.audit_key)
+    assert indexed is not None and indexed.covered == reader.state.seq
+    assert answers(store, key) == expected
+
+
+def test_the_index_names_no_path(session_store: tuple[Path, bytes, list[Any]]) -> None:
+    store, _, _ = session_store
+    data = (store / INDEX_FILE).read_bytes()
+    for word in (b"secret", b"team", b"dir/c", b"other", b"kv/"):
+        assert word not in data
+
+
+def test_a_forged_index_with_a_valid_checksum_is_caught_by_verify(
+    session_store: tuple[Path, bytes, list[Any]], tmp_path: Path
+) -> None:
+    """Entries pointing at each other's records, the checksum made to fit: readers still
+    answer from the log, and ``audit verify`` names the first wrong entry."""
+    store, key, expected = session_store
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    path = copy / INDEX_FILE
+    data = bytearray(path.read_bytes())
+    swap_tags(path)
+    data[8:128] = path.read_bytes()[8:128]
+    last = len(data) - ENTRY_SIZE  # the final checkpoint: tag, then the checksum
+    data[last + 12 : last + 16] = crc32c(bytes(data[8:last])).to_bytes(4)
+    path.write_bytes(bytes(data))
+    assert VersionIndex.load(copy, Core.open(copy, key, write=False).keyring.audit_key)
+
+    assert answers(copy, key) == expected
+    report = verify_store(copy, key)
+    assert (report.bad_seq, report.problem) == (1, "the version index does not match the log")
+    assert verify_store(store, key).ok
