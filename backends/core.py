@@ -47,10 +47,11 @@ from projections import (
 from projections.audit import rfc3339
 from projections.pointintime import rebuild, seq_at_time
 from projections.snapshot import read_snapshot, snapshot_dir, snapshot_seqs, write_snapshot
-from projections.versions import IndexMismatch, VersionIndex
+from projections.versions import IndexMismatch, IndexWriter, VersionIndex
 
 SYSTEM_DESCRIPTION = "system endpoints used for control, policy and debugging"
 SNAPSHOT_EVERY = int(os.environ.get("VAULTLOG_SNAPSHOT_EVERY", "1000"))
+INDEX_SAVE_EVERY = 1000  # entries a long-lived writer keeps unsaved at most
 DEFAULT_MOUNTS = (
     ("sys/", "system", SYSTEM_DESCRIPTION),
     ("secret/", "generic", "generic secret storage"),
@@ -189,7 +190,8 @@ class Core:
         self._backends: dict[str, Backend] = {}
         self._snapshot_seq = 0
         self._mutex = threading.RLock()
-        self._index: VersionIndex | None = None  # a writer's from its open, a reader's lazily
+        self._indexer: IndexWriter | None = None  # a writer's, from its open
+        self._index: VersionIndex | None = None  # the saved index, loaded when asked
         self._index_loaded = False
 
     @classmethod
@@ -219,8 +221,7 @@ class Core:
         core = cls(directory, unseal_key, keyring, log, True)
         try:
             core._replay()
-            core._index = VersionIndex.open_writer(directory, keyring.audit_key, log)
-            core._index_loaded = True
+            core._indexer = IndexWriter.open(directory, keyring.audit_key, log)
             if core.state.seq == 0:  # new, or a first use that crashed before its mounts
                 core._create_default_mounts()
             core._shred_orphan_keys()
@@ -229,8 +230,8 @@ class Core:
             core.flush()
             return core
         except BaseException:
-            if core._index is not None:
-                core._index.close()
+            if core._indexer is not None:
+                core._indexer.close()
             log.close()
             raise
 
@@ -270,9 +271,9 @@ class Core:
 
     def _save_index(self) -> None:
         """Save the version index's new entries once the records they cover are durable."""
-        if self._index is not None:
+        if self._indexer is not None:
             self.flush()
-            self._index.save()
+            self._indexer.save()
 
     # ---- the past ------------------------------------------------------------------------
 
@@ -294,7 +295,12 @@ class Core:
 
     def _past_for_read(self, path: str, seq: int) -> StoreState:
         """Enough of the state at ``seq`` to read ``path``: from the version index, or,
-        without a usable one, the whole state then."""
+        without a usable one, the whole state then (and a writer indexes the log anew)."""
+        if self._indexer is not None:  # a writer: the file catches up with what it indexed
+            self._save_index()
+            self._index_loaded &= self._index is not None and (
+                self._index.covered == self._indexer.index.covered
+            )
         if not self._index_loaded:
             self._index = VersionIndex.load(self.directory, self.keyring.audit_key)
             self._index_loaded = True
@@ -303,6 +309,12 @@ class Core:
                 return self._index.state_for_read(self.log, route, path, seq)
             except (IndexMismatch, CorruptionError):
                 pass  # the index is derived and never trusted: the log answers
+        if self._indexer is not None:
+            self._indexer.close()
+            self._indexer = IndexWriter.open(
+                self.directory, self.keyring.audit_key, self.log, rebuild=True
+            )
+            self._index_loaded = False
         return self.state_at(seq)
 
     def _handle_at(self, request: Request, seq: int) -> Response:
@@ -497,10 +509,12 @@ class Core:
         for event, record in zip(events, records, strict=True):
             event = replace(event, seq=record.seq, time=record.timestamp)
             apply(self.state, event)
-            if self._index is not None:
-                self._index.add(event, record.at)
+            if self._indexer is not None:
+                self._indexer.add(event, record.at)
         if self._snapshot_due():
             self._write_snapshot()
+        elif self._indexer is not None and self._indexer.unsaved >= INDEX_SAVE_EVERY:
+            self._save_index()
         removed = [e.mount_id for e in events if isinstance(e, MountRemoved)]
         if removed:
             self.flush()
@@ -509,11 +523,11 @@ class Core:
             self.keyring.save(self.directory, self.unseal_key)
 
     def close(self) -> None:
-        if self._index is not None:
+        if self._indexer is not None:
             # A broken log: the next writer indexes again what this one could not save.
             with contextlib.suppress(StoreError):
                 self._save_index()
-            self._index.close()
+            self._indexer.close()
         self.log.close()
 
 

@@ -18,7 +18,7 @@ from backends.errors import InvalidRequestError
 from eventstore import CorruptionError, FileLog, Head, Keyring, ShreddedError
 from projections import StoreState, apply, decode
 from projections.snapshot import read_snapshot, snapshot_seqs
-from projections.versions import ENTRY_SIZE, VersionIndex, entry_seq
+from projections.versions import ENTRY_SIZE, IndexWriter, VersionIndex, entry_seq
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +55,7 @@ def verify_store(directory: Path, unseal_key: bytes, *, against: str | None = No
     recorded = parse_head(against) if against else None
     snapshots = set(snapshot_seqs(directory))
     state, head, count, recorded_hash = StoreState(), None, 0, None
-    indexed = VersionIndex(directory, keyring.audit_key)  # the index the log calls for
+    indexed = IndexWriter(directory, keyring.audit_key)  # the index the log calls for
     try:
         for frame in log.frames(1):
             h = frame.header
@@ -92,9 +92,9 @@ def verify_store(directory: Path, unseal_key: bytes, *, against: str | None = No
             return VerifyReport(
                 count, head, seq, f"rewritten history: record {seq} differs from the recorded head"
             )
-    problem = _check_index(directory, keyring, indexed, end)
-    if problem:
-        return VerifyReport(count, head, *problem)
+    index_problem = _check_index(directory, keyring, indexed, end)
+    if index_problem:
+        return VerifyReport(count, head, *index_problem)
     beyond = sorted(s for s in snapshots if s > end)
     if beyond:
         return VerifyReport(
@@ -119,7 +119,7 @@ def _check_snapshot(directory: Path, keyring: Keyring, state: StoreState, head: 
 
 
 def _check_index(
-    directory: Path, keyring: Keyring, indexed: VersionIndex, end: int
+    directory: Path, keyring: Keyring, indexed: IndexWriter, end: int
 ) -> tuple[int, str] | None:
     """The first seq where the saved version index and the log disagree, and how."""
     saved = VersionIndex.load(directory, keyring.audit_key)
@@ -132,7 +132,7 @@ def _check_index(
             f"but the version index covers seq {saved.covered}",
         )
     entries = saved.entries_without_checkpoints()
-    expected = indexed.entries_up_to(saved.covered)
+    expected = indexed.index.entries_up_to(saved.covered)
     for pos in range(0, max(len(entries), len(expected)), ENTRY_SIZE):
         mine, theirs = entries[pos : pos + ENTRY_SIZE], expected[pos : pos + ENTRY_SIZE]
         if mine != theirs:

@@ -27,12 +27,12 @@ checkpoint, which the next writer indexes again from the log.
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import os
 import struct
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO, NamedTuple
 
 from google_crc32c import extend
 from google_crc32c import value as crc32c
@@ -52,6 +52,7 @@ from projections.events import (
 from projections.state import Mount, MountTable, StoreState, apply
 
 INDEX_FILE = "versions.idx"
+_TAIL_ENTRIES = 4096  # how far back from its end a writer looks for the last checkpoint
 _MAGIC = b"VLVIX001"
 _ENTRY = struct.Struct(">16sQQQ")  # tag, seq, first seq of the segment, offset
 _WHERE = struct.Struct(">QQQ")
@@ -67,86 +68,73 @@ class IndexMismatch(Exception):
 
 
 class VersionIndex:
-    """The entries of ``versions.idx`` up to its last checkpoint, plus what this process
-    indexed since (a writer's), searchable by tag."""
+    """Entries searchable by tag: those of ``versions.idx`` up to its last good checkpoint
+    (``load``), or those a writer has not saved yet (``IndexWriter.index``)."""
 
     def __init__(self, path: Path, audit_key: bytes) -> None:
         self.path = path
         key = hmac.digest(audit_key, b"vaultlog version index", "sha256")
         self._key = key
         self.mounts_tag = hmac.digest(key, b"mounts", "sha256")[:16]
-        self._checkpoint_tag = hmac.digest(key, b"checkpoint", "sha256")[:12]
-        self.entries = bytearray()
-        self.saved = 0  # bytes of ``entries`` known to be in the file
+        self.checkpoint_tag = hmac.digest(key, b"checkpoint", "sha256")[:12]
+        # Entries (up to ``end``): a writer's grow as it indexes.
+        self.data: bytes | bytearray = bytearray()
+        self.end = 0
         self.covered = 0  # every record up to this seq is indexed
         self.covered_at: tuple[str, int] | None = None  # where record ``covered`` starts
-        self._fd: int | None = None
-        self._checkpointed = 0  # the coverage of the last checkpoint in the file
-        self._crc = 0  # crc32c of the saved entries
 
     # ---- reading -------------------------------------------------------------------------
 
     @classmethod
     def load(cls, directory: Path, audit_key: bytes) -> VersionIndex | None:
-        """The saved index, or None if there is none or it makes no sense."""
+        """The saved index up to its last checkpoint, or None if there is none or the
+        checksum fails."""
         index = cls(directory / INDEX_FILE, audit_key)
         try:
-            data = index.path.read_bytes()
+            with open(index.path, "rb") as f:
+                checkpoint = _last_checkpoint(f, index.checkpoint_tag)
+                if checkpoint is None:
+                    return None
+                f.seek(len(_MAGIC))
+                data = f.read(checkpoint.offset - len(_MAGIC))
         except FileNotFoundError:
             return None
-        return index if index._take(data) else None
-
-    def _take(self, data: bytes) -> bool:
-        """Keep the entries of ``data`` up to its last checkpoint."""
-        if not data.startswith(_MAGIC):
-            return False
-        tag = self._checkpoint_tag
-        end = len(_MAGIC) + (len(data) - len(_MAGIC)) // _ENTRY.size * _ENTRY.size
-        for pos in range(end - _ENTRY.size, len(_MAGIC) - 1, -_ENTRY.size):
-            if data.startswith(tag, pos):
-                checksum, seq, first, offset = _ENTRY.unpack_from(data, pos)
-                before = crc32c(data[len(_MAGIC) : pos])
-                if before != int.from_bytes(checksum[12:]):
-                    return False
-                self.entries = bytearray(data[len(_MAGIC) : pos + _ENTRY.size])
-                self._crc = extend(before, data[pos : pos + _ENTRY.size])
-                self.saved = len(self.entries)
-                self.covered, self.covered_at = seq, (segment_name(first), offset)
-                return True
-        return end == len(_MAGIC)  # no entries at all is a valid (empty) index
+        if crc32c(data) != checkpoint.crc:
+            return None
+        index.data, index.end = data, len(data)
+        index.covered, index.covered_at = checkpoint.seq, checkpoint.at
+        return index
 
     def tag(self, mount_id: str, path: str) -> bytes:
         return hmac.digest(self._key, f"{mount_id}\0{path}".encode(), "sha256")[:16]
 
     def find(self, tag: bytes, seq: int) -> list[tuple[int, tuple[str, int]]]:
         """``(seq, (segment, offset))`` of every entry with ``tag`` up to ``seq``."""
-        data, found = self.entries, []
-        pos = data.find(tag)
+        data, end, found = self.data, self.end, []
+        pos = data.find(tag, 0, end)
         while pos != -1:
             if pos % _ENTRY.size == 0:
                 at, first, offset = _WHERE.unpack_from(data, pos + 16)
                 if at > seq:
                     break  # entries are in seq order
                 found.append((at, (segment_name(first), offset)))
-            pos = data.find(tag, pos + 1)
+            pos = data.find(tag, pos + 1, end)
         return found
 
     def entries_without_checkpoints(self) -> bytes:
-        size, tag = _ENTRY.size, self._checkpoint_tag
-        data = self.entries
+        size, tag, data = _ENTRY.size, self.checkpoint_tag, self.data
         return b"".join(
             data[pos : pos + size]
-            for pos in range(0, len(data), size)
+            for pos in range(0, self.end, size)
             if not data.startswith(tag, pos)
         )
 
     def entries_up_to(self, seq: int) -> bytes:
-        """The entries of records up to ``seq`` (an index that was never saved)."""
-        size, data = _ENTRY.size, bytes(self.entries)
-        end = len(data)
+        """The entries of records up to ``seq``."""
+        size, data, end = _ENTRY.size, self.data, self.end
         while end and entry_seq(data[end - size : end]) > seq:
             end -= size
-        return data[:end]
+        return bytes(data[:end])
 
     def state_for_read(self, log: FileLog, route: Route, path: str, seq: int) -> StoreState:
         """The mount table at ``seq`` and the value ``path`` had then, nothing else.
@@ -205,73 +193,116 @@ class VersionIndex:
                 events.append(decode(log.open_frame(frame)))
         return events
 
-    # ---- writing -------------------------------------------------------------------------
+    def append(self, tag: bytes, seq: int, at: tuple[str, int]) -> None:
+        assert isinstance(self.data, bytearray)  # a writer's
+        self.data += _entry(tag, seq, at)
+        self.end = len(self.data)
+
+
+class IndexWriter:
+    """A writer's end of the index: it indexes what is appended and saves it.
+
+    Opening reads only the file's tail (its last checkpoint), so a writer's open costs the
+    same however long the index is; ``VersionIndex.load`` reads and checks all of it.
+    """
+
+    def __init__(self, directory: Path, audit_key: bytes) -> None:
+        self.index = VersionIndex(directory / INDEX_FILE, audit_key)
+        self.saved = len(_MAGIC)  # bytes of the file trusted
+        self._crc = 0  # crc32c of the file's entries up to ``saved``
+        self._checkpointed = 0  # the coverage of the last checkpoint in the file
+        self._fd: int | None = None
 
     @classmethod
-    def open_writer(cls, directory: Path, audit_key: bytes, log: FileLog) -> VersionIndex:
-        """The index for a writer holding the lock: whatever of it can be trusted, then
-        what the log holds beyond that, indexed now (all of it if there is no index)."""
-        index = cls.load(directory, audit_key)
-        if index is None or not index._fits(log):
-            index = cls(directory / INDEX_FILE, audit_key)
-        if index.saved:  # drop what a crashed writer left after its last checkpoint
-            os.truncate(index.path, len(_MAGIC) + index.saved)
-        else:
-            write_atomically(index.path, _MAGIC)
-        index._fd = os.open(index.path, os.O_WRONLY | os.O_APPEND)
-        index._checkpointed = index.covered
-        frames = log.frames(index.covered or 1, at=index.covered_at)
-        for frame in frames:
+    def open(
+        cls, directory: Path, audit_key: bytes, log: FileLog, *, rebuild: bool = False
+    ) -> IndexWriter:
+        """The writer of a store's index, for a writer holding the store's lock: what of the
+        file can be trusted, then what the log holds beyond it, indexed now (all of the log
+        if there is no usable index, or ``rebuild`` says so)."""
+        writer = cls(directory, audit_key)
+        if rebuild or not writer._resume(log):
+            writer = cls(directory, audit_key)
+            write_atomically(writer.index.path, _MAGIC)
+        else:  # drop what a crashed writer left after its last checkpoint
+            os.truncate(writer.index.path, writer.saved)
+        writer._fd = os.open(writer.index.path, os.O_WRONLY | os.O_APPEND)
+        writer.index_log(log)
+        return writer
+
+    def _resume(self, log: FileLog) -> bool:
+        """Take the last checkpoint from the file's tail, if it names a record in the log."""
+        index = self.index
+        try:
+            with open(index.path, "rb") as f:
+                checkpoint = _last_checkpoint(f, index.checkpoint_tag)
+        except FileNotFoundError:
+            return False
+        if checkpoint is None:
+            return False
+        if checkpoint.at is not None:  # not an empty index
+            if checkpoint.seq > log.head.seq:
+                return False
+            try:
+                log.open_frame(log.frame_at(*checkpoint.at, checkpoint.seq))
+            except CorruptionError:
+                return False
+            self.saved = checkpoint.offset + _ENTRY.size
+            self._crc = extend(checkpoint.crc, checkpoint.entry)
+        index.covered, index.covered_at = checkpoint.seq, checkpoint.at
+        self._checkpointed = checkpoint.seq
+        return True
+
+    def index_log(self, log: FileLog) -> None:
+        """Index the records the log holds beyond the coverage, and save them."""
+        index = self.index
+        for frame in log.frames(index.covered or 1, at=index.covered_at):
             if frame.header.seq > index.covered:
                 record = log.open_frame(frame)
-                index.add(decode(record), record.at)
-        index.save()
-        return index
-
-    def _fits(self, log: FileLog) -> bool:
-        """Whether the record the last checkpoint names is in the log where it says."""
-        if self.covered_at is None:
-            return True
-        if self.covered > log.head.seq:
-            return False
-        try:
-            log.open_frame(log.frame_at(*self.covered_at, self.covered))
-        except CorruptionError:
-            return False
-        return True
+                self.add(decode(record), record.at)
+        self.save()
 
     def add(self, event: Event, at: tuple[str, int] | None) -> None:
         """Index one event just appended at ``at``."""
         assert at is not None
+        index = self.index
         if isinstance(event, SecretWritten | SecretDeleted):
-            self._entry(self.tag(event.mount_id, event.path), event.seq, at)
+            index.append(index.tag(event.mount_id, event.path), event.seq, at)
         elif isinstance(event, _MOUNT_EVENTS):
-            self._entry(self.mounts_tag, event.seq, at)
-        self.covered, self.covered_at = event.seq, at
+            index.append(index.mounts_tag, event.seq, at)
+        index.covered, index.covered_at = event.seq, at
 
-    def _entry(self, tag: bytes, seq: int, at: tuple[str, int]) -> None:
-        self.entries += _ENTRY.pack(tag, seq, int(at[0][:20]), at[1])
+    @property
+    def unsaved(self) -> int:
+        """Entries indexed but not saved yet."""
+        return len(self.index.data) // _ENTRY.size
 
     def save(self) -> None:
-        """Put the new entries on disk, then a checkpoint at the coverage, whose records
+        """Put the new entries in the file, then a checkpoint at the coverage, whose records
         must be durable in the log by now.
 
-        The index is derived data: a failure to save it is left for the next writer, which
-        indexes again from the last checkpoint that made it to disk.
+        The index is derived data: if saving fails, this writer stops saving and the next
+        one indexes again from the last checkpoint that made it to disk.
         """
-        if self._fd is None or self.covered_at is None or self._checkpointed == self.covered:
+        index = self.index
+        if self._fd is None or index.covered_at is None or self._checkpointed == index.covered:
             return
-        pending = bytes(self.entries[self.saved :])
-        with contextlib.suppress(OSError):
+        pending = bytes(index.data)
+        checksum = extend(self._crc, pending)
+        tag = index.checkpoint_tag + checksum.to_bytes(4)
+        checkpoint = _entry(tag, index.covered, index.covered_at)
+        try:
             if pending:
                 write_all(self._fd, pending)
                 os.fdatasync(self._fd)
-            checksum = extend(self._crc, pending)
-            self._entry(self._checkpoint_tag + checksum.to_bytes(4), self.covered, self.covered_at)
-            checkpoint = bytes(self.entries[-_ENTRY.size :])
             write_all(self._fd, checkpoint)
-            self._crc = extend(checksum, checkpoint)
-            self.saved, self._checkpointed = len(self.entries), self.covered
+        except OSError:
+            self.close()
+            return
+        self._crc = extend(checksum, checkpoint)
+        self.saved += len(pending) + len(checkpoint)
+        self._checkpointed = index.covered
+        index.data, index.end = bytearray(), 0
 
     def close(self) -> None:
         if self._fd is not None:
@@ -279,11 +310,43 @@ class VersionIndex:
             self._fd = None
 
 
+class _Checkpoint(NamedTuple):
+    offset: int  # in the file
+    crc: int  # of every entry before it
+    seq: int
+    at: tuple[str, int] | None  # None: an index with no entries
+    entry: bytes
+
+
+def _last_checkpoint(f: BinaryIO, tag: bytes) -> _Checkpoint | None:
+    """The last checkpoint of an index file, found near its end; None if there is none."""
+    size = os.fstat(f.fileno()).st_size
+    if f.read(len(_MAGIC)) != _MAGIC:
+        return None
+    whole = len(_MAGIC) + (size - len(_MAGIC)) // _ENTRY.size * _ENTRY.size
+    if whole == len(_MAGIC):
+        return _Checkpoint(len(_MAGIC), 0, 0, None, b"")
+    start = max(len(_MAGIC), whole - _TAIL_ENTRIES * _ENTRY.size)
+    f.seek(start)
+    tail = f.read(whole - start)
+    for pos in range(len(tail) - _ENTRY.size, -1, -_ENTRY.size):
+        if tail.startswith(tag, pos):
+            checksum, seq, first, offset = _ENTRY.unpack_from(tail, pos)
+            entry = tail[pos : pos + _ENTRY.size]
+            crc = int.from_bytes(checksum[12:])
+            return _Checkpoint(start + pos, crc, seq, (segment_name(first), offset), entry)
+    return None
+
+
+def _entry(tag: bytes, seq: int, at: tuple[str, int]) -> bytes:
+    return _ENTRY.pack(tag, seq, int(at[0][:20]), at[1])
+
+
 def _event_at(log: FileLog, segment: str, offset: int, seq: int) -> Event:
     return decode(log.open_frame(log.frame_at(segment, offset, seq)))
 
 
-def entry_seq(entry: bytes) -> int:
+def entry_seq(entry: bytes | bytearray) -> int:
     """The seq of the record an entry is about."""
     seq: int = _WHERE.unpack_from(entry, 16)[0]
     return seq
