@@ -46,7 +46,8 @@ def test_encode_then_parse_then_decrypt_gives_the_body(body: bytes, header: dict
     assert frame.header == Header(VERSION, **header)
     assert frame.hash == record_hash(raw)
     record = opener(header["term"]).open_frame(frame)
-    assert record == Record(header["seq"], header["timestamp"], header["term"], body)
+    at = (frame.segment, START)
+    assert record == Record(header["seq"], header["timestamp"], header["term"], body, at)
 
 
 @settings(deadline=None)
