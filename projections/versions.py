@@ -5,28 +5,34 @@ Snapshots make "the whole state as of seq S" cost the events since the nearest o
 of one path at S needs far less: the mount table then (a handful of mount events) and the
 last write or delete of that path at or before S.
 
-The index is the file ``versions.idx`` beside the log: a magic, then 40-byte entries
-``tag | seq | segment | offset`` (the record's seq, the first seq of its segment, and the
-offset it starts at), in seq order. The tag says what the record is:
+The index is two files beside the log, derived from it like snapshots:
+
+- ``versions.idx``, appended to: a magic, then 40-byte entries ``tag | seq | segment |
+  offset`` (the record's seq, the first seq of its segment, the offset it starts at), in
+  seq order, and checkpoints;
+- ``versions.run`` (``projections.sortedrun``): the entries up to some seq, sorted by tag
+  in checksummed blocks. When the appended entries reach a quarter of the run (and at
+  least ``COMPACT_MIN``), the writer merges them into a new run and starts the appended
+  file afresh, so a lookup reads a block or two of the run and a short appended file.
+
+The tag says what the record is:
 
 - a write or delete of a path: the first 16 bytes of an HMAC of mount id and path under a
-  key derived from the store's audit key, so the file names no path;
+  key derived from the store's audit key, so the files name no path;
 - a mount created, moved or removed: ``MOUNTS``;
-- a checkpoint: 12 bytes of a constant tag, then the crc32c of every byte before it in
-  the file after the magic. Every entry before it is complete and on disk for the records
-  up to its seq, and those records are durable in the log.
+- a checkpoint (appended file only): 12 bytes of a constant tag, then the crc32c of every
+  entry before it. Every entry before it is complete and on disk for the records up to
+  its seq, and those records are durable in the log.
 
-Like snapshots, the index is derived from the log and never trusted: entries count only up
-to a checkpoint whose checksum holds, a record they point to must decode to the event it
-was indexed for, or the caller answers from the log; ``vault audit verify`` checks the
-entries against the log, so a forged index is caught like a forged snapshot.
+The index is never trusted: entries count only up to a checkpoint whose checksum holds,
+run blocks only if theirs do, a record an entry points to must decode to the event it was
+indexed for, or the caller answers from the log; ``vault audit verify`` checks the entries
+against the log, so a forged index is caught like a forged snapshot.
 
 The writer keeps new entries in memory and saves them, fdatasync'd, then a checkpoint,
 once the records they cover are durable: when it closes, writes a snapshot, has 1,000
 unsaved, or is asked about the past. A crash loses only entries after the last
-checkpoint, which the next writer indexes again from the log. A lookup reads the whole
-file (40 bytes per write) and searches it: fine at 100,000 writes (~7 ms), ~60 ms at a
-million; sorted or bucketed runs would make it logarithmic.
+checkpoint, which the next writer indexes again from the log.
 """
 
 from __future__ import annotations
@@ -53,12 +59,14 @@ from projections.events import (
     SecretWritten,
     decode,
 )
+from projections.sortedrun import ENTRY as _ENTRY
+from projections.sortedrun import RUN_FILE, RunDamaged, SortedRun, write_run
 from projections.state import Mount, MountTable, StoreState, apply
 
 INDEX_FILE = "versions.idx"
 _TAIL_ENTRIES = 4096  # how far back from its end a writer looks for the last checkpoint
 _MAGIC = b"VLVIX001"
-_ENTRY = struct.Struct(">16sQQQ")  # tag, seq, first seq of the segment, offset
+COMPACT_MIN = 65_536  # appended entries worth merging into the sorted run
 _WHERE = struct.Struct(">QQQ")
 ENTRY_SIZE = _ENTRY.size
 _MOUNT_EVENTS = (MountCreated, MountMoved, MountRemoved)
@@ -81,7 +89,10 @@ class VersionIndex:
         self._key = key
         self.mounts_tag = hmac.digest(key, b"mounts", "sha256")[:16]
         self.checkpoint_tag = hmac.digest(key, b"checkpoint", "sha256")[:12]
-        # Entries (up to ``end``): a writer's grow as it indexes.
+        self.base_tag = hmac.digest(key, b"base", "sha256")[:16]
+        self.run_tag = hmac.digest(key, b"run", "sha256")[:16]
+        self.run: SortedRun | None = None
+        # Appended entries (up to ``end``): a writer's unsaved ones grow as it indexes.
         self.data: bytes | bytearray = bytearray()
         self.end = 0
         self.covered = 0  # every record up to this seq is indexed
@@ -95,50 +106,62 @@ class VersionIndex:
         checksum fails."""
         index = cls(directory / INDEX_FILE, audit_key)
         try:
+            index.run = SortedRun.open(directory, index.run_tag)
+        except RunDamaged:
+            return None
+        try:
             with open(index.path, "rb") as f:
-                checkpoint = _last_checkpoint(f, index.checkpoint_tag)
+                checkpoint = _last_checkpoint(f, index.checkpoint_tag, index.base_tag)
                 if checkpoint is None:
                     return None
                 f.seek(len(_MAGIC))
                 data = f.read(checkpoint.offset - len(_MAGIC))
         except FileNotFoundError:
             return None
-        if crc32c(data) != checkpoint.crc:
-            return None
+        if crc32c(data) != checkpoint.crc or checkpoint.base > _covered(index.run):
+            return None  # damaged, or the run that held the entries before it is gone
         index.data, index.end = data, len(data)
         index.covered, index.covered_at = checkpoint.seq, checkpoint.at
+        if index.run is not None and index.run.covered >= index.covered:
+            index.covered, index.covered_at = index.run.covered, index.run.covered_at
         return index
 
     def tag(self, mount_id: str, path: str) -> bytes:
         return hmac.digest(self._key, f"{mount_id}\0{path}".encode(), "sha256")[:16]
 
     def find(self, tag: bytes, seq: int) -> list[tuple[int, tuple[str, int]]]:
-        """``(seq, (segment, offset))`` of every entry with ``tag`` up to ``seq``."""
-        data, end, found = self.data, self.end, []
+        """``(seq, (segment, offset))`` of every entry with ``tag`` up to ``seq``, in seq
+        order. Raises ``IndexMismatch`` if a block of the run it reads is damaged."""
+        found, floor = [], 0
+        if self.run is not None:
+            try:
+                found = self.run.find(tag, seq)
+            except RunDamaged as exc:
+                raise IndexMismatch(f"the sorted run is damaged: {exc}") from None
+            floor = self.run.covered
+        data, end = self.data, self.end
         pos = data.find(tag, 0, end)
         while pos != -1:
             if pos % _ENTRY.size == 0:
                 at, first, offset = _WHERE.unpack_from(data, pos + 16)
                 if at > seq:
                     break  # entries are in seq order
-                found.append((at, (segment_name(first), offset)))
+                if at > floor:
+                    found.append((at, (segment_name(first), offset)))
             pos = data.find(tag, pos + 1, end)
         return found
 
-    def entries_without_checkpoints(self) -> bytes:
-        size, tag, data = _ENTRY.size, self.checkpoint_tag, self.data
-        return b"".join(
-            data[pos : pos + size]
-            for pos in range(0, self.end, size)
-            if not data.startswith(tag, pos)
-        )
-
-    def entries_up_to(self, seq: int) -> bytes:
-        """The entries of records up to ``seq``."""
-        size, data, end = _ENTRY.size, self.data, self.end
-        while end and entry_seq(data[end - size : end]) > seq:
-            end -= size
-        return bytes(data[:end])
+    def entries(self) -> list[bytes]:
+        """Every entry (no checkpoints), the run's first; raises ``RunDamaged``."""
+        found = self.run.entries() if self.run is not None else []
+        floor = self.run.covered if self.run is not None else 0
+        size, data = _ENTRY.size, self.data
+        for pos in range(0, self.end - size + 1, size):
+            entry = bytes(data[pos : pos + size])
+            marker = entry.startswith(self.checkpoint_tag) or entry.startswith(self.base_tag)
+            if not marker and entry_seq(entry) > floor:
+                found.append(entry)
+        return found
 
     def state_for_read(self, log: FileLog, route: Route, path: str, seq: int) -> StoreState:
         """The mount table at ``seq`` and the value ``path`` had then, nothing else.
@@ -210,11 +233,14 @@ class IndexWriter:
     same however long the index is; ``VersionIndex.load`` reads and checks all of it.
     """
 
-    def __init__(self, directory: Path, audit_key: bytes) -> None:
+    def __init__(self, directory: Path, audit_key: bytes, log: FileLog | None = None) -> None:
+        self.directory, self._audit_key, self._log = directory, audit_key, log
         self.index = VersionIndex(directory / INDEX_FILE, audit_key)
-        self.saved = len(_MAGIC)  # bytes of the file trusted
-        self._crc = 0  # crc32c of the file's entries up to ``saved``
+        self.saved = len(_MAGIC)  # bytes of the appended file trusted
+        self._crc = 0  # crc32c of the appended file's entries up to ``saved``
         self._checkpointed = 0  # the coverage of the last checkpoint in the file
+        self._appended = 0  # entries and checkpoints in the appended file
+        self._run_count = 0  # entries in the sorted run
         self._fd: int | None = None
 
     @classmethod
@@ -224,37 +250,53 @@ class IndexWriter:
         """The writer of a store's index, for a writer holding the store's lock: what of the
         file can be trusted, then what the log holds beyond it, indexed now (all of the log
         if there is no usable index, or ``rebuild`` says so)."""
-        writer = cls(directory, audit_key)
+        writer = cls(directory, audit_key, log)
         if rebuild or not writer._resume(log):
-            writer = cls(directory, audit_key)
-            write_atomically(writer.index.path, _MAGIC)
+            writer._start_afresh()
         else:  # drop what a crashed writer left after its last checkpoint
             os.truncate(writer.index.path, writer.saved)
-        writer._fd = os.open(writer.index.path, os.O_WRONLY | os.O_APPEND)
+            writer._fd = os.open(writer.index.path, os.O_WRONLY | os.O_APPEND)
         writer.index_log(log)
         return writer
 
+    def _start_afresh(self) -> None:
+        """An empty index, all of the log to index again."""
+        self.close()
+        (self.directory / RUN_FILE).unlink(missing_ok=True)
+        write_atomically(self.index.path, _MAGIC)
+        self._fd = os.open(self.index.path, os.O_WRONLY | os.O_APPEND)
+        self.saved, self._crc, self._checkpointed = len(_MAGIC), 0, 0
+        self._appended = self._run_count = 0
+        index = self.index
+        index.data, index.end, index.covered, index.covered_at = bytearray(), 0, 0, None
+
     def _resume(self, log: FileLog) -> bool:
-        """Take the last checkpoint from the file's tail, if it names a record in the log."""
+        """Take the coverage from the run's header and the appended file's last checkpoint
+        (its tail), if the records they name are in the log where they say."""
         index = self.index
         try:
+            run = SortedRun.open(self.directory, index.run_tag)
             with open(index.path, "rb") as f:
-                checkpoint = _last_checkpoint(f, index.checkpoint_tag)
-        except FileNotFoundError:
+                checkpoint = _last_checkpoint(f, index.checkpoint_tag, index.base_tag)
+        except (RunDamaged, FileNotFoundError):
             return False
-        if checkpoint is None:
+        if checkpoint is None or checkpoint.base > _covered(run):
             return False
-        if checkpoint.at is not None:  # not an empty index
-            if checkpoint.seq > log.head.seq:
+        if run is not None:
+            if not _in_log(log, run.covered, run.covered_at):
                 return False
-            try:
-                log.open_frame(log.frame_at(*checkpoint.at, checkpoint.seq))
-            except CorruptionError:
+            self._run_count = run.count
+            index.covered, index.covered_at = run.covered, run.covered_at
+        if checkpoint.at is not None and checkpoint.seq > index.covered:
+            if not _in_log(log, checkpoint.seq, checkpoint.at):
                 return False
             self.saved = checkpoint.offset + _ENTRY.size
             self._crc = extend(checkpoint.crc, checkpoint.entry)
-        index.covered, index.covered_at = checkpoint.seq, checkpoint.at
-        self._checkpointed = checkpoint.seq
+            self._appended = (self.saved - len(_MAGIC)) // _ENTRY.size
+            index.covered, index.covered_at = checkpoint.seq, checkpoint.at
+        # (else the appended file is empty, or holds only what the run has taken in: a
+        # crash came between writing the run and starting the file afresh; truncated.)
+        self._checkpointed = index.covered
         return True
 
     def index_log(self, log: FileLog) -> None:
@@ -305,8 +347,43 @@ class IndexWriter:
             return
         self._crc = extend(checksum, checkpoint)
         self.saved += len(pending) + len(checkpoint)
+        self._appended += len(pending) // _ENTRY.size + 1
         self._checkpointed = index.covered
         index.data, index.end = bytearray(), 0
+        if self._appended >= max(COMPACT_MIN, self._run_count // 4):
+            self._compact()
+
+    def _compact(self) -> None:
+        """Merge the appended entries into a new sorted run; start the appended file afresh.
+
+        The run is replaced atomically first: a crash before the appended file is started
+        again leaves entries the run holds too, which count once (by seq).
+        """
+        saved = VersionIndex.load(self.directory, self._audit_key)
+        try:
+            if saved is None or saved.covered != self.index.covered or saved.covered_at is None:
+                raise RunDamaged("the index does not load")
+            entries = sorted(saved.entries())
+        except RunDamaged:  # damaged since this writer resumed it: index the log again
+            if self._log is not None:
+                self._start_afresh()
+                self.index_log(self._log)
+            return
+        covered, at = saved.covered, saved.covered_at
+        # The file starts afresh with a base: its entries follow the run's, seq ``covered``.
+        base = _entry(self.index.base_tag, covered, at)
+        tag = self.index.checkpoint_tag + crc32c(base).to_bytes(4)
+        fresh = base + _entry(tag, covered, at)
+        try:
+            write_run(self.directory, self.index.run_tag, entries, covered, at)
+            write_atomically(self.index.path, _MAGIC + fresh)
+            self.close()
+            self._fd = os.open(self.index.path, os.O_WRONLY | os.O_APPEND)
+        except OSError:
+            self.close()
+            return
+        self.saved, self._crc = len(_MAGIC) + len(fresh), crc32c(fresh)
+        self._appended, self._run_count = 2, len(entries)
 
     def close(self) -> None:
         if self._fd is not None:
@@ -320,16 +397,19 @@ class _Checkpoint(NamedTuple):
     seq: int
     at: tuple[str, int] | None  # None: an index with no entries
     entry: bytes
+    base: int  # the seq the entries follow (the sorted run's coverage); 0: the first
 
 
-def _last_checkpoint(f: BinaryIO, tag: bytes) -> _Checkpoint | None:
+def _last_checkpoint(f: BinaryIO, tag: bytes, base_tag: bytes) -> _Checkpoint | None:
     """The last checkpoint of an index file, found near its end; None if there is none."""
     size = os.fstat(f.fileno()).st_size
     if f.read(len(_MAGIC)) != _MAGIC:
         return None
     whole = len(_MAGIC) + (size - len(_MAGIC)) // _ENTRY.size * _ENTRY.size
     if whole == len(_MAGIC):
-        return _Checkpoint(len(_MAGIC), 0, 0, None, b"")
+        return _Checkpoint(len(_MAGIC), 0, 0, None, b"", 0)
+    opening = f.read(_ENTRY.size)
+    base = entry_seq(opening) if opening.startswith(base_tag) else 0
     start = max(len(_MAGIC), whole - _TAIL_ENTRIES * _ENTRY.size)
     f.seek(start)
     tail = f.read(whole - start)
@@ -338,12 +418,28 @@ def _last_checkpoint(f: BinaryIO, tag: bytes) -> _Checkpoint | None:
             checksum, seq, first, offset = _ENTRY.unpack_from(tail, pos)
             entry = tail[pos : pos + _ENTRY.size]
             crc = int.from_bytes(checksum[12:])
-            return _Checkpoint(start + pos, crc, seq, (segment_name(first), offset), entry)
+            at = (segment_name(first), offset)
+            return _Checkpoint(start + pos, crc, seq, at, entry, base)
     return None
 
 
 def _entry(tag: bytes, seq: int, at: tuple[str, int]) -> bytes:
     return _ENTRY.pack(tag, seq, int(at[0][:20]), at[1])
+
+
+def _covered(run: SortedRun | None) -> int:
+    return 0 if run is None else run.covered
+
+
+def _in_log(log: FileLog, seq: int, at: tuple[str, int]) -> bool:
+    """Whether record ``seq`` is in the log where ``at`` says."""
+    if seq > log.head.seq:
+        return False
+    try:
+        log.open_frame(log.frame_at(*at, seq))
+    except CorruptionError:
+        return False
+    return True
 
 
 def _event_at(log: FileLog, segment: str, offset: int, seq: int) -> Event:

@@ -1,6 +1,9 @@
 """The version index answers reads of the past exactly as a replay would, and it is never
 trusted: missing, damaged, stale or foreign, it changes no answer.
 
+Sorted runs are made tiny here (a run after 4 appended entries, blocks of 3 entries) so
+that every store has a run of several blocks beside its appended file.
+
 Each case asks every path that ever existed at every seq, once through the index and once
 on a copy of the store without it (where the Core replays from the nearest snapshot), and
 compares the answers: data, or the error.
@@ -15,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +27,24 @@ from google_crc32c import value as crc32c
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import projections.sortedrun
+import projections.versions
 from backends import Core, Request, RequestError
 from backends.verify import verify_store
 from eventstore import encode_unseal_key, new_key
+from projections.sortedrun import RUN_FILE
 from projections.versions import ENTRY_SIZE, INDEX_FILE, VersionIndex
 from tests.strategies import MOUNT_POINTS, SECRET_NAMES, operations, run_operation
 
 PATHS = [mount + name for mount in MOUNT_POINTS for name in SECRET_NAMES]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def small_runs() -> Iterator[None]:
+    saved = projections.versions.COMPACT_MIN, projections.sortedrun.BLOCK
+    projections.versions.COMPACT_MIN, projections.sortedrun.BLOCK = 4, 3
+    yield
+    projections.versions.COMPACT_MIN, projections.sortedrun.BLOCK = saved
 
 
 def answer(core: Core, path: str, seq: int) -> tuple[str, Any]:
@@ -54,6 +68,7 @@ def replayed_answers(directory: Path, key: bytes, into: Path) -> list[tuple[str,
     """The same questions, answered by replay: a copy of the store with no index."""
     shutil.copytree(directory, into)
     (into / INDEX_FILE).unlink()
+    (into / RUN_FILE).unlink(missing_ok=True)
     return answers(into, key)
 
 
@@ -98,6 +113,7 @@ def session_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes
     key = new_key()
     store = tmp_path_factory.mktemp("index") / "store"
     build(store, key, SESSION)
+    assert (store / RUN_FILE).exists()
     expected = replayed_answers(store, key, tmp_path_factory.mktemp("replay") / "store")
     assert ("data", {"v": "2"}) in expected and ("data", {"v": "3"}) in expected
     assert any(kind == "ShreddedDataError" for kind, _ in expected)
@@ -110,29 +126,40 @@ def flip_middle(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
-def swap_tags(path: Path) -> None:
-    """The first mount entry (seq 1) and the first write's (seq 3) trade tags: each now
-    says its record is the other kind."""
+def swap_tags(path: Path, at: int = 8) -> None:
+    """The first and the third entry from ``at`` trade tags: each now says its record is
+    something else."""
     data = bytearray(path.read_bytes())
-    first, third = data[8:24], data[88:104]
-    data[8:24], data[88:104] = third, first
+    first, third = data[at : at + 16], data[at + 80 : at + 96]
+    data[at : at + 16], data[at + 80 : at + 96] = third, first
     path.write_bytes(bytes(data))
 
 
 def from_another_store(path: Path) -> None:
     other = path.parent.parent / "other"
     build(other, new_key(), SESSION)
-    shutil.copyfile(other / INDEX_FILE, path)
+    shutil.copyfile(other / path.name, path)
 
 
+def cut_in_half(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+# Damage to the appended file (versions.idx) or the sorted run (versions.run).
 DAMAGE: dict[str, Callable[[Path], None]] = {
-    "deleted": lambda path: path.unlink(),
-    "emptied": lambda path: path.write_bytes(b""),
-    "flipped": flip_middle,
-    "cut in half": lambda path: path.write_bytes(path.read_bytes()[: path.stat().st_size // 2]),
-    "garbage appended": lambda path: path.write_bytes(path.read_bytes() + os.urandom(100)),
-    "tags swapped": swap_tags,
-    "another store's": from_another_store,
+    "deleted": lambda store: (store / INDEX_FILE).unlink(),
+    "emptied": lambda store: (store / INDEX_FILE).write_bytes(b""),
+    "flipped": lambda store: flip_middle(store / INDEX_FILE),
+    "cut in half": lambda store: cut_in_half(store / INDEX_FILE),
+    "garbage appended": lambda store: (store / INDEX_FILE).write_bytes(
+        (store / INDEX_FILE).read_bytes() + os.urandom(100)
+    ),
+    "another store's": lambda store: from_another_store(store / INDEX_FILE),
+    "run deleted": lambda store: (store / RUN_FILE).unlink(),
+    "run flipped": lambda store: flip_middle(store / RUN_FILE),
+    "run cut in half": lambda store: cut_in_half(store / RUN_FILE),
+    "run's tags swapped": lambda store: swap_tags(store / RUN_FILE, at=48),
+    "run from another store": lambda store: from_another_store(store / RUN_FILE),
 }
 
 
@@ -143,7 +170,7 @@ def test_a_damaged_index_changes_no_answer_and_a_writer_repairs_it(
     store, key, expected = session_store
     copy = tmp_path / "store"
     shutil.copytree(store, copy)
-    DAMAGE[damage](copy / INDEX_FILE)
+    DAMAGE[damage](copy)
     assert answers(copy, key) == expected
 
     # A writer indexes the log anew where it cannot trust the index: damage at the end when
@@ -157,7 +184,7 @@ def test_a_damaged_index_changes_no_answer_and_a_writer_repairs_it(
     assert index is not None and pristine is not None
     assert index.covered == pristine.covered + 1 == head + 1
     # Rebuilt or resumed, the same entries as the pristine index (a read adds none).
-    assert index.entries_without_checkpoints() == pristine.entries_without_checkpoints()
+    assert index.entries() == pristine.entries()
     assert answers(copy, key, head) == expected
 
 
@@ -214,23 +241,27 @@ def test_the_index_names_no_path(session_store: tuple[Path, bytes, list[Any]]) -
 
 
 def test_a_forged_index_with_a_valid_checksum_is_caught_by_verify(
-    session_store: tuple[Path, bytes, list[Any]], tmp_path: Path
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Entries pointing at each other's records, the checksum made to fit: readers still
     answer from the log, and ``audit verify`` names the first wrong entry."""
-    store, key, expected = session_store
-    copy = tmp_path / "store"
-    shutil.copytree(store, copy)
-    path = copy / INDEX_FILE
+    monkeypatch.setattr(projections.versions, "COMPACT_MIN", 10**9)  # one appended file
+    key, store = new_key(), tmp_path / "store"
+    build(store, key, SESSION)
+    expected = replayed_answers(store, key, tmp_path / "replay")
+    path = store / INDEX_FILE
+    swap_tags(path)  # the entries of seq 1 (a mount) and seq 3 (a write)
     data = bytearray(path.read_bytes())
-    swap_tags(path)
-    data[8:128] = path.read_bytes()[8:128]
     last = len(data) - ENTRY_SIZE  # the final checkpoint: tag, then the checksum
     data[last + 12 : last + 16] = crc32c(bytes(data[8:last])).to_bytes(4)
     path.write_bytes(bytes(data))
-    assert VersionIndex.load(copy, Core.open(copy, key, write=False).keyring.audit_key)
+    assert VersionIndex.load(store, Core.open(store, key, write=False).keyring.audit_key)
 
-    assert answers(copy, key) == expected
-    report = verify_store(copy, key)
+    assert answers(store, key) == expected
+    report = verify_store(store, key)
     assert (report.bad_seq, report.problem) == (1, "the version index does not match the log")
+
+
+def test_verify_passes_a_store_with_a_run(session_store: tuple[Path, bytes, list[Any]]) -> None:
+    store, key, _ = session_store
     assert verify_store(store, key).ok
