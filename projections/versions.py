@@ -22,7 +22,9 @@ The tag says what the record is:
 - a mount created, moved or removed: ``MOUNTS``;
 - a checkpoint (appended file only): 12 bytes of a constant tag, then the crc32c of every
   entry before it. Every entry before it is complete and on disk for the records up to
-  its seq, and those records are durable in the log.
+  its seq, and those records are durable in the log;
+- a base (the first entry of an appended file started after a merge): the entries follow
+  the run's, which covers up to its seq; without that run the file is not used.
 
 The index is never trusted: entries count only up to a checkpoint whose checksum holds,
 run blocks only if theirs do, a record an entry points to must decode to the event it was

@@ -24,6 +24,7 @@ from statistics import median
 from backends import Core, Request
 from eventstore import encode_unseal_key, new_key
 from projections.snapshot import SNAPSHOT_DIR
+from projections.sortedrun import RUN_FILE
 from projections.versions import INDEX_FILE
 
 VAULT = Path(sys.executable).parent / "vault"
@@ -90,6 +91,7 @@ def history(home: Path, key: bytes, env: dict[str, str], events: int = 100_000) 
 
     def without(*names: str) -> float:
         """The median first question with ``names`` (derived files) moved aside."""
+        names = tuple(name for name in names if (store / name).exists())
         for name in names:
             (store / name).rename(home / f"{name}-aside")
         try:
@@ -99,8 +101,8 @@ def history(home: Path, key: bytes, env: dict[str, str], events: int = 100_000) 
                 (home / f"{name}-aside").rename(store / name)
 
     indexed = median(first_question() for _ in range(15))
-    no_index = without(INDEX_FILE)
-    neither = without(INDEX_FILE, SNAPSHOT_DIR)
+    no_index = without(INDEX_FILE, RUN_FILE)
+    neither = without(INDEX_FILE, RUN_FILE, SNAPSHOT_DIR)
     print(
         f"-at read, a Core's first question: {indexed * 1000:.1f} ms with the version index, "
         f"{no_index * 1000:.0f} ms without it ({len(os.listdir(store / SNAPSHOT_DIR))} "
