@@ -47,6 +47,7 @@ from projections import (
 from projections.audit import rfc3339
 from projections.pointintime import rebuild, seq_at_time
 from projections.snapshot import read_snapshot, snapshot_dir, snapshot_seqs, write_snapshot
+from projections.state import live_values
 from projections.versions import IndexMismatch, IndexWriter, VersionIndex
 
 SYSTEM_DESCRIPTION = "system endpoints used for control, policy and debugging"
@@ -252,7 +253,7 @@ class Core:
         when every event adds an entry, the count since the last one must still catch up).
         """
         state = self.state
-        live = sum(map(len, state.data.values())) + len(state.leases)
+        live = sum(map(live_values, state.data.values())) + len(state.leases)
         return state.seq - self._snapshot_seq >= max(SNAPSHOT_EVERY, live // 2)
 
     def _write_snapshot(self) -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from eventstore import CorruptionError, FileLog, Frame, Head, Keyring
-from projections.events import decode
+from projections.events import SecretDeleted, SecretWritten, decode
 from projections.snapshot import latest_snapshot
-from projections.state import StoreState, apply
+from projections.state import MountData, StoreState, apply
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,9 @@ def rebuild(log: FileLog, directory: Path, keyring: Keyring, until: int | None =
             snapshot.head.hash,
         )
         if matches:
+            for mount_id, values in snapshot.state.data.items():
+                if isinstance(values, MountData):  # if its section proves damaged: the log
+                    values.fallback = partial(_values_from_log, log, mount_id, snapshot.head.seq)
             return _fold(
                 log, frames, snapshot.state, snapshot.head, until, snapshot.head.seq, snapshot.at
             )
@@ -64,6 +68,20 @@ def _fold(
         head = Head(last.header.seq, last.hash, last.header.timestamp)
         head_at = (last.segment, last.offset)
     return Rebuilt(state, head, snapshot_seq, head_at)
+
+
+def _values_from_log(log: FileLog, mount_id: str, until: int) -> dict[str, bytes]:
+    """A mount's values after record ``until``, replayed from the log alone."""
+    values: dict[str, bytes] = {}
+    for frame in log.frames(1):
+        if frame.header.seq > until:
+            break
+        event = decode(log.open_frame(frame))
+        if isinstance(event, SecretWritten) and event.mount_id == mount_id:
+            values[event.path] = event.value
+        elif isinstance(event, SecretDeleted) and event.mount_id == mount_id:
+            values.pop(event.path, None)
+    return values
 
 
 def seq_at_time(log: FileLog, nanos: int) -> int:

@@ -5,6 +5,11 @@ that record's hash in the log matches. Each mount's values form a section sealed
 mount's data key, so unmounting (destroying the key) shreds the snapshot's copy too; a
 snapshot with a section that no longer opens is passed over for an older one. A damaged
 snapshot is ignored, never trusted: the log is the truth.
+
+The file: magic, header (the AAD of everything else), the length of the sealed table, the
+table (sealed with the barrier key: mounts, removed mounts, leases, intents, and where
+each section lies), then the sections. Opening a store reads the table only; a section
+is read when its mount's values are first needed (``MountData``).
 """
 
 from __future__ import annotations
@@ -12,20 +17,31 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import astuple, dataclass
+from functools import partial
 from pathlib import Path
+from typing import BinaryIO
 
 import msgpack
 
-from eventstore import Head, Keyring
+from eventstore import Head, Keyring, ShreddedError
 from eventstore.files import write_atomically
 from eventstore.log import segment_name
-from projections.state import Intent, Lease, Mount, MountTable, RemovedMount, StoreState
+from projections.state import (
+    Intent,
+    Lease,
+    Mount,
+    MountData,
+    MountTable,
+    RemovedMount,
+    StoreState,
+)
 
 SNAPSHOT_DIR = "snapshots"
-_MAGIC = b"VLSNAP01"
+_MAGIC = b"VLSNAP02"
 # seq, timestamp, key term, hash of the record at seq, and where that record starts in the
 # log (first seq of its segment, offset), so replay resumes there without reading before it
 _HEADER = struct.Struct(">QQI32sQQ")
+_TABLE_LENGTH = struct.Struct(">I")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,53 +73,87 @@ def write_snapshot(
 ) -> None:
     """Seal ``state`` (which stands at ``head``, found at ``at``) into a snapshot file."""
     assert state.seq == head.seq
-    sections = {}
+    sections, places = [], {}
+    offset = 0
     for mount_id, values in state.data.items():
-        packed = msgpack.packb(values, use_bin_type=True)
-        sections[mount_id] = keyring.mount_sealer(mount_id).seal(
-            packed, "snapshot", mount_id, str(head.seq)
-        )
-    body = msgpack.packb(
+        packed = msgpack.packb(dict(values), use_bin_type=True)
+        sealer = keyring.mount_sealer(mount_id)
+        sections.append(sealer.seal(packed, "snapshot", mount_id, str(head.seq)))
+        places[mount_id] = [offset, len(sections[-1]), len(values)]
+        offset += len(sections[-1])
+    table = msgpack.packb(
         {
             "mounts": [astuple(m) for m in state.mounts.sorted()],
             "removed": [astuple(r) for r in state.removed.values()],
             "leases": [astuple(x) for x in state.leases.values()],
             "intents": [astuple(x) for x in state.intents.values()],
-            "sections": sections,
+            "sections": places,
         },
         use_bin_type=True,
     )
     term = keyring.term
     segment, offset = (int(at[0].split(".")[0]), at[1]) if at else (0, 0)
     header = _HEADER.pack(head.seq, head.timestamp, term, head.hash, segment, offset)
-    sealed = keyring.barrier(term).seal(body, "snapshot", header)
+    sealed = keyring.barrier(term).seal(table, "snapshot", header)
     folder = snapshot_dir(directory)
     folder.mkdir(mode=0o700, exist_ok=True)
-    write_atomically(folder / f"{head.seq:020d}.snap", _MAGIC + header + sealed)
+    data = b"".join([_MAGIC, header, _TABLE_LENGTH.pack(len(sealed)), sealed, *sections])
+    write_atomically(folder / f"{head.seq:020d}.snap", data)
 
 
-def read_snapshot(directory: Path, keyring: Keyring, seq: int) -> Snapshot:
-    """The snapshot at ``seq``; raises if it is damaged or a section no longer opens."""
-    raw = (snapshot_dir(directory) / f"{seq:020d}.snap").read_bytes()
-    if not raw.startswith(_MAGIC) or len(raw) < len(_MAGIC) + _HEADER.size:
-        raise ValueError("not a snapshot")
-    header = raw[len(_MAGIC) : len(_MAGIC) + _HEADER.size]
+def read_snapshot(directory: Path, keyring: Keyring, seq: int, *, lazy: bool = False) -> Snapshot:
+    """The snapshot at ``seq``; raises if it is damaged or a section no longer opens.
+
+    ``lazy`` reads the sections only when their values are first needed: a damaged one is
+    then found late (see ``MountData``), one whose key is gone still raises now.
+    """
+    f = open(snapshot_dir(directory) / f"{seq:020d}.snap", "rb")  # noqa: SIM115 - kept if lazy
+    try:
+        snapshot = _read(f, keyring, seq, lazy)
+    except BaseException:
+        f.close()
+        raise
+    if not lazy:
+        f.close()
+    return snapshot
+
+
+def _read(f: BinaryIO, keyring: Keyring, seq: int, lazy: bool) -> Snapshot:
+    prefix = f.read(len(_MAGIC) + _HEADER.size + _TABLE_LENGTH.size)
+    if not prefix.startswith(_MAGIC) or len(prefix) < len(_MAGIC) + _HEADER.size + 4:
+        raise ValueError("not a snapshot of this version")
+    header = prefix[len(_MAGIC) : len(_MAGIC) + _HEADER.size]
     found_seq, timestamp, term, record_hash, segment, offset = _HEADER.unpack(header)
     if found_seq != seq:
         raise ValueError("snapshot file name and contents disagree")
-    body = keyring.barrier(term).open(raw[len(_MAGIC) + _HEADER.size :], "snapshot", header)
-    fields = msgpack.unpackb(body, raw=False)
+    (length,) = _TABLE_LENGTH.unpack_from(prefix, len(_MAGIC) + _HEADER.size)
+    table = keyring.barrier(term).open(f.read(length), "snapshot", header)
+    fields = msgpack.unpackb(table, raw=False)
     state = StoreState(seq=seq, mounts=MountTable())
     for row in fields["mounts"]:
         state.mounts.add(Mount(*row))
     state.removed = {row[0]: RemovedMount(*row) for row in fields["removed"]}
     state.leases = {row[0]: Lease(*row) for row in fields["leases"]}
     state.intents = {row[0]: Intent(*row) for row in fields["intents"]}
-    for mount_id, sealed in fields["sections"].items():
-        plain = keyring.mount_sealer(mount_id).open(sealed, "snapshot", mount_id, str(seq))
-        state.data[mount_id] = msgpack.unpackb(plain, raw=False)
+    base = len(prefix) + length
+    for mount_id, (start, size, count) in fields["sections"].items():
+        if mount_id not in keyring.mounts:
+            raise ShreddedError(f"the data key of mount {mount_id} was destroyed")
+        load = partial(_section, f, keyring, mount_id, seq, base + start, size)
+        state.data[mount_id] = MountData(load, count) if lazy else load()
     at = (segment_name(segment), offset) if segment else None
     return Snapshot(state, Head(seq, record_hash, timestamp), at)
+
+
+def _section(
+    f: BinaryIO, keyring: Keyring, mount_id: str, seq: int, offset: int, size: int
+) -> dict[str, bytes]:
+    sealed = os.pread(f.fileno(), size, offset)
+    if len(sealed) != size:
+        raise ValueError("snapshot section cut short")
+    plain = keyring.mount_sealer(mount_id).open(sealed, "snapshot", mount_id, str(seq))
+    values: dict[str, bytes] = msgpack.unpackb(plain, raw=False)
+    return values
 
 
 def latest_snapshot(directory: Path, keyring: Keyring, at_most: int | None) -> Snapshot | None:
@@ -112,7 +162,7 @@ def latest_snapshot(directory: Path, keyring: Keyring, at_most: int | None) -> S
         if at_most is not None and seq > at_most:
             continue
         try:
-            return read_snapshot(directory, keyring, seq)
+            return read_snapshot(directory, keyring, seq, lazy=True)
         except Exception:  # damaged, shredded or foreign: never trusted, rebuilt from the log
             continue
     return None

@@ -7,7 +7,7 @@ an earlier state keep their own copy (``StoreState.copy``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field, replace
 
 from projections.events import (
@@ -108,13 +108,84 @@ class MountTable:
         return MountTable(dict(self.by_id), dict(self.by_path))
 
 
+class MountData(MutableMapping[str, bytes]):
+    """One mount's values (path -> sealed value) as a snapshot holds them, read from the
+    snapshot on first use: opening a store costs nothing for the mounts no command touches.
+
+    Writes made before that (replay after the snapshot, new commits) are kept in order and
+    applied once loaded; anything else loads first. If loading fails (a damaged section
+    found late), ``fallback`` rebuilds the values from the log instead.
+    """
+
+    __slots__ = ("_count", "_load", "_pending", "_values", "fallback")
+
+    def __init__(self, load: Callable[[], dict[str, bytes]], count: int) -> None:
+        self._values: dict[str, bytes] | None = None
+        self._load: Callable[[], dict[str, bytes]] | None = load
+        self._pending: list[tuple[str, bytes]] = []
+        self._count = count
+        self.fallback: Callable[[], dict[str, bytes]] | None = None
+
+    def _loaded(self) -> dict[str, bytes]:
+        if self._values is None:
+            assert self._load is not None
+            try:
+                values = self._load()
+            except Exception:
+                if self.fallback is None:
+                    raise
+                values = self.fallback()
+            values.update(self._pending)
+            self._values, self._load, self._pending, self.fallback = values, None, [], None
+        return self._values
+
+    @property
+    def loaded(self) -> bool:
+        return self._values is not None
+
+    def size_hint(self) -> int:
+        """How many values, without loading: at most this many."""
+        if self._values is not None:
+            return len(self._values)
+        return self._count + len(self._pending)
+
+    def __getitem__(self, path: str) -> bytes:
+        return self._loaded()[path]
+
+    def __setitem__(self, path: str, value: bytes) -> None:
+        if self._values is None:
+            self._pending.append((path, value))
+        else:
+            self._values[path] = value
+
+    def __delitem__(self, path: str) -> None:
+        del self._loaded()[path]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._loaded())
+
+    def __len__(self) -> int:
+        return len(self._loaded())
+
+    def __repr__(self) -> str:
+        if self._values is None:
+            return f"MountData(<{self._count} values not loaded>, {len(self._pending)} writes)"
+        return f"MountData({self._values!r})"
+
+
+def live_values(values: MutableMapping[str, bytes]) -> int:
+    """How many values a mount holds, without loading a snapshot's section."""
+    return values.size_hint() if isinstance(values, MountData) else len(values)
+
+
 @dataclass
 class StoreState:
     """Everything a store knows at one seq, as replay rebuilds it."""
 
     seq: int = 0
     mounts: MountTable = field(default_factory=MountTable)
-    data: dict[str, dict[str, bytes]] = field(default_factory=dict)  # mount id -> path -> sealed
+    # mount id -> path -> sealed value: a dict, or a snapshot's ``MountData``
+    data: dict[str, MutableMapping[str, bytes]] = field(default_factory=dict)
     removed: dict[str, RemovedMount] = field(default_factory=dict)
     leases: dict[str, Lease] = field(default_factory=dict)
     intents: dict[str, Intent] = field(default_factory=dict)
