@@ -42,6 +42,7 @@ from projections import (
     SecretWritten,
     StoreState,
     apply,
+    decode,
     encode,
 )
 from projections.audit import rfc3339
@@ -317,6 +318,21 @@ class Core:
             )
             self._index_loaded = False
         return self.state_at(seq)
+
+    def history_events(self, path: str) -> list[Event]:
+        """Events enough for the history of ``path``: every mount event and every version
+        of a value that was ever at ``path``, from the version index; without a usable
+        one, every event in the log."""
+        with self._mutex:
+            if self._indexer is not None:
+                self._save_index()
+            index = VersionIndex.load(self.directory, self.keyring.audit_key)
+            if index is not None:
+                try:
+                    return index.history_events(self.log, path)
+                except (IndexMismatch, CorruptionError):
+                    pass  # the index is derived and never trusted: the log answers
+            return [decode(record) for record in self.log.records()]
 
     def _handle_at(self, request: Request, seq: int) -> Response:
         if request.operation not in ("read", "list"):

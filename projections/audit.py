@@ -131,3 +131,18 @@ def audit_trail(events: Iterable[Event]) -> Iterator[AuditEntry]:
             event.request_id,
             detail,
         )
+
+
+def secret_history(
+    events: Iterable[Event], path: str, current: tuple[str, str] | None
+) -> list[AuditEntry]:
+    """Every write and delete of ``path``: under the mount serving it now (``current``:
+    mount id and path inside it, followed through remounts), or at that full path then."""
+    versions = []
+    for entry in audit_trail(events):
+        if entry.operation not in ("secret.written", "secret.deleted"):
+            continue
+        here = (entry.mount_id, entry.path[len(entry.mount) :]) == current
+        if here or entry.path == path:
+            versions.append(entry)
+    return versions

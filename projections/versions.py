@@ -208,6 +208,34 @@ class VersionIndex:
             state.data[mount.id][relative] = value
         return state
 
+    def history_events(self, log: FileLog, path: str) -> list[Event]:
+        """Every mount event, and every write or delete of a value that was ever at
+        ``path`` (under any mount that ever had a mount point it starts with), in seq
+        order; with the events after the index's coverage, unfiltered."""
+        mounts = []
+        for at_seq, (segment, offset) in self.find(self.mounts_tag, self.covered):
+            event = _event_at(log, segment, offset, at_seq)
+            if not isinstance(event, _MOUNT_EVENTS):
+                raise IndexMismatch(f"record {at_seq} is not a mount event")
+            mounts.append(event)
+        later = self._events_after(log, log.head.seq)
+        wanted: set[tuple[str, str]] = set()
+        for event in (*mounts, *later):
+            point = event.to_path if isinstance(event, MountMoved) else getattr(event, "path", "")
+            if isinstance(event, _MOUNT_EVENTS) and path.startswith(point):
+                wanted.add((event.mount_id, path[len(point) :]))
+        versions: list[Event] = []
+        for mount_id, relative in wanted:
+            for at_seq, (segment, offset) in self.find(self.tag(mount_id, relative), self.covered):
+                event = _event_at(log, segment, offset, at_seq)
+                if not isinstance(event, SecretWritten | SecretDeleted) or (
+                    event.mount_id,
+                    event.path,
+                ) != (mount_id, relative):
+                    raise IndexMismatch(f"record {at_seq} is not a version of {path}")
+                versions.append(event)
+        return sorted((*mounts, *versions), key=lambda e: e.seq) + later
+
     def _events_after(self, log: FileLog, seq: int) -> list[Event]:
         """The events after the index's coverage, up to ``seq``, read from the log."""
         if self.covered_at is None:

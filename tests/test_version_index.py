@@ -30,8 +30,11 @@ from hypothesis import strategies as st
 import projections.sortedrun
 import projections.versions
 from backends import Core, Request, RequestError
+from backends.router import route
 from backends.verify import verify_store
 from eventstore import encode_unseal_key, new_key
+from projections import decode
+from projections.audit import secret_history
 from projections.sortedrun import RUN_FILE
 from projections.versions import ENTRY_SIZE, INDEX_FILE, VersionIndex
 from tests.strategies import MOUNT_POINTS, SECRET_NAMES, operations, run_operation
@@ -81,6 +84,26 @@ def build(directory: Path, key: bytes, ops: list[tuple[Any, ...]]) -> None:
         core.close()
 
 
+def histories(directory: Path, key: bytes, *, from_index: bool) -> list[list[Any]]:
+    """``vault history`` of every path, from the index's events or the whole log's."""
+    reader = Core.open(directory, key, write=False)
+    try:
+        out = []
+        for path in PATHS:
+            if from_index:
+                index = VersionIndex.load(directory, reader.keyring.audit_key)
+                assert index is not None
+                events = index.history_events(reader.log, path)
+            else:
+                events = [decode(record) for record in reader.log.records()]
+            found = route(reader.state.mounts, path)
+            current = (found[0].id, found[1]) if found else None
+            out.append(secret_history(events, path, current))
+        return out
+    finally:
+        reader.close()
+
+
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(operations, max_size=20))
 def test_the_index_answers_as_replay_does(ops: list[tuple[Any, ...]]) -> None:
@@ -90,6 +113,8 @@ def test_the_index_answers_as_replay_does(ops: list[tuple[Any, ...]]) -> None:
         build(store, key, ops)
         assert (store / INDEX_FILE).exists()
         assert answers(store, key) == replayed_answers(store, key, Path(tmp) / "replay")
+        from_log = histories(store, key, from_index=False)
+        assert histories(store, key, from_index=True) == from_log
 
 
 SESSION = [

@@ -384,22 +384,13 @@ def audit_hash(value: str) -> None:
 def history(path: str) -> None:
     """Every version of a secret: seq, time, actor, operation, value HMACs."""
     from backends.router import route
-    from projections import decode
-    from projections.audit import audit_trail
+    from projections.audit import secret_history
 
     path = path.lstrip("/")
     with open_store(write=False) as core:
-        current = route(core.state.mounts, path)
-        versions = []
-        for entry in audit_trail(decode(record) for record in core.log.records()):
-            if entry.operation not in ("secret.written", "secret.deleted"):
-                continue
-            same = current is not None and (entry.mount_id, entry.path[len(entry.mount) :]) == (
-                current[0].id,
-                current[1],
-            )
-            if same or entry.path == path:
-                versions.append(entry)
+        found = route(core.state.mounts, path)
+        current = (found[0].id, found[1]) if found else None
+        versions = secret_history(core.history_events(path), path, current)
     if not versions:
         raise CommandFailed(f"No history found for {path}", 1)
     rows = [("Seq", "Time", "Actor", "Operation", "Value")]

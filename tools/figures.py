@@ -77,6 +77,8 @@ def history(home: Path, key: bytes, env: dict[str, str], events: int = 100_000) 
     audit = seconds(lambda: process([VAULT, "audit", "-format=json"], env))
     verify = seconds(lambda: process([VAULT, "audit", "verify"], env))
     print(f"{head:,} events: vault audit -format=json {audit:.1f} s; audit verify {verify:.1f} s")
+    history = process_median([VAULT, "history", "secret/k1"], env, 5)
+    print(f"vault history secret/k1 ({(events - 2) // 5000} versions): {history * 1000:.0f} ms")
 
     rng = random.Random(1)
 
