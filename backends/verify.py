@@ -3,8 +3,9 @@
 Checked: framing and checksums, contiguous seqs, the hash chain, authenticated decryption
 under each record's key term, non-decreasing time, snapshots and the version index
 matching the log, and with ``against`` that the log still extends a head written down
-earlier. (A version index whose checksum fails is used by no one, like a missing one, and
-is rebuilt by the next writer; one that checks out must match the log.) Values of shredded
+earlier. (A version index that does not load, its checksums failing, is used by no one,
+like a missing one, and a writer rebuilds it; one that loads must match the log, and a
+damaged block found in its sorted run is reported.) Values of shredded
 mounts are unreadable by design and are not counted as damage: only the barrier layer of
 each record is opened here.
 """
