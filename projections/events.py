@@ -1,7 +1,7 @@
 """The domain facts: every change to a store is one of these, appended to the log.
 
-Each event is a frozen dataclass; on disk it is a small msgpack map whose ``type`` names
-the class. ``seq`` and ``time`` are not stored in the body: they come from the record
+Each event is a frozen dataclass; on disk it is a small msgpack array whose first item,
+``type``, names the class and whose others are its fields in order (see ``encode``). ``seq`` and ``time`` are not stored in the body: they come from the record
 header, which the log authenticates.
 """
 
