@@ -1,8 +1,9 @@
 """The domain facts: every change to a store is one of these, appended to the log.
 
 Each event is a frozen dataclass; on disk it is a small msgpack array whose first item,
-``type``, names the class and whose others are its fields in order (see ``encode``). ``seq`` and ``time`` are not stored in the body: they come from the record
-header, which the log authenticates.
+``type``, names the class and whose others are its fields in order (see ``encode``).
+``seq`` and ``time`` are not stored in the body: they come from the record header, which
+the log authenticates.
 """
 
 from __future__ import annotations
