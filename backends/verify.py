@@ -12,7 +12,6 @@ each record is opened here.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,11 +134,12 @@ def _check_index(
             f"but the version index covers seq {saved.covered}",
         )
     try:
-        mine = Counter(saved.entries())
+        mine = sorted(saved.entries())
     except RunDamaged as exc:
         return 0, f"damaged version index ({exc}); a writer asked about the past rebuilds it"
-    theirs = Counter(e for e in indexed.index.entries() if entry_seq(e) <= saved.covered)
-    differ = (mine - theirs) + (theirs - mine)
-    if differ:
-        return min(map(entry_seq, differ)), "the version index does not match the log"
-    return None
+    theirs = sorted(e for e in indexed.index.entries() if entry_seq(e) <= saved.covered)
+    if mine == theirs:
+        return None
+    differ = set(mine) ^ set(theirs)  # empty if only some entry is there twice
+    bad = differ or {a for a, b in zip(mine, theirs, strict=False) if a != b} or {mine[-1]}
+    return min(map(entry_seq, bad)), "the version index does not match the log"

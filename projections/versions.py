@@ -69,6 +69,7 @@ INDEX_FILE = "versions.idx"
 _TAIL_ENTRIES = 4096  # how far back from its end a writer looks for the last checkpoint
 _MAGIC = b"VLVIX001"
 COMPACT_MIN = 65_536  # appended entries worth merging into the sorted run
+_TAG_CACHE = 65_536
 _WHERE = struct.Struct(">QQQ")
 ENTRY_SIZE = _ENTRY.size
 _MOUNT_EVENTS = (MountCreated, MountMoved, MountRemoved)
@@ -93,6 +94,7 @@ class VersionIndex:
         self.checkpoint_tag = hmac.digest(key, b"checkpoint", "sha256")[:12]
         self.base_tag = hmac.digest(key, b"base", "sha256")[:16]
         self.run_tag = hmac.digest(key, b"run", "sha256")[:16]
+        self._tags: dict[tuple[str, str], bytes] = {}  # a cache: paths are written again
         self.run: SortedRun | None = None
         # Appended entries (up to ``end``): a writer's unsaved ones grow as it indexes.
         self.data: bytes | bytearray = bytearray()
@@ -129,7 +131,13 @@ class VersionIndex:
         return index
 
     def tag(self, mount_id: str, path: str) -> bytes:
-        return hmac.digest(self._key, f"{mount_id}\0{path}".encode(), "sha256")[:16]
+        found = self._tags.get((mount_id, path))
+        if found is None:
+            if len(self._tags) >= _TAG_CACHE:
+                self._tags.clear()
+            text = f"{mount_id}\0{path}".encode()
+            found = self._tags[mount_id, path] = hmac.digest(self._key, text, "sha256")[:16]
+        return found
 
     def find(self, tag: bytes, seq: int) -> list[tuple[int, tuple[str, int]]]:
         """``(seq, (segment, offset))`` of every entry with ``tag`` up to ``seq``, in seq
@@ -157,12 +165,9 @@ class VersionIndex:
         """Every entry (no checkpoints), the run's first; raises ``RunDamaged``."""
         found = self.run.entries() if self.run is not None else []
         floor = self.run.covered if self.run is not None else 0
-        size, data = _ENTRY.size, self.data
-        for pos in range(0, self.end - size + 1, size):
-            entry = bytes(data[pos : pos + size])
-            marker = entry.startswith(self.checkpoint_tag) or entry.startswith(self.base_tag)
-            if not marker and entry_seq(entry) > floor:
-                found.append(entry)
+        size, data, markers = _ENTRY.size, self.data, (self.checkpoint_tag, self.base_tag)
+        entries = [bytes(data[pos : pos + size]) for pos in range(0, self.end - size + 1, size)]
+        found += (e for e in entries if not e.startswith(markers) and entry_seq(e) > floor)
         return found
 
     def state_for_read(self, log: FileLog, route: Route, path: str, seq: int) -> StoreState:
