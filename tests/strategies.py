@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import Any
 
 from hypothesis import strategies as st
@@ -58,3 +59,13 @@ def run_operation(core: Core, op: tuple[Any, ...]) -> None:
         request = Request("delete", op[1] + op[2])
     with contextlib.suppress(RequestError):
         core.handle(request)
+
+
+def build_store(directory: Path, key: bytes, ops: list[tuple[Any, ...]]) -> None:
+    """A store in ``directory`` after serving ``ops``, closed."""
+    core = Core.open(directory, key, write=True)
+    try:
+        for op in ops:
+            run_operation(core, op)
+    finally:
+        core.close()

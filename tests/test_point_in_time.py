@@ -27,7 +27,7 @@ from eventstore import FileLog, Keyring, new_key
 from projections import MountRemoved, decode, replay
 from projections.snapshot import snapshot_seqs
 from tests.conftest import VaultCLI
-from tests.strategies import MOUNT_POINTS, SECRET_NAMES, operations, run_operation
+from tests.strategies import MOUNT_POINTS, SECRET_NAMES, build_store, operations, run_operation
 
 QUESTIONS = (
     ("read", "-format=json", "secret/a"),
@@ -171,17 +171,12 @@ def test_state_at_every_seq_is_the_replay_of_that_prefix(
 def test_reads_of_the_past_through_the_version_index_match_the_replay(
     ops: list[tuple[Any, ...]],
 ) -> None:
-    """After its first question about the past a Core answers reads from its version index;
-    every (seq, path) must get what the replayed state at that seq holds."""
+    """A Core answers reads of the past from the version index; every (seq, path) must get
+    what the replayed state at that seq holds."""
     key = new_key()
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        core = Core.open(directory, key, write=True)
-        try:
-            for op in ops:
-                run(core, op)
-        finally:
-            core.close()
+        build_store(directory, key, ops)
         reader = Core.open(directory, key, write=False)
         try:
             events = [decode(record) for record in reader.log.records()]

@@ -37,7 +37,7 @@ from projections import decode
 from projections.audit import secret_history
 from projections.sortedrun import RUN_FILE
 from projections.versions import ENTRY_SIZE, INDEX_FILE, VersionIndex
-from tests.strategies import MOUNT_POINTS, SECRET_NAMES, operations, run_operation
+from tests.strategies import MOUNT_POINTS, SECRET_NAMES, build_store, operations
 
 PATHS = [mount + name for mount in MOUNT_POINTS for name in SECRET_NAMES]
 
@@ -75,15 +75,6 @@ def replayed_answers(directory: Path, key: bytes, into: Path) -> list[tuple[str,
     return answers(into, key)
 
 
-def build(directory: Path, key: bytes, ops: list[tuple[Any, ...]]) -> None:
-    core = Core.open(directory, key, write=True)
-    try:
-        for op in ops:
-            run_operation(core, op)
-    finally:
-        core.close()
-
-
 def histories(directory: Path, key: bytes, *, from_index: bool) -> list[list[Any]]:
     """``vault history`` of every path, from the index's events or the whole log's."""
     reader = Core.open(directory, key, write=False)
@@ -110,7 +101,7 @@ def test_the_index_answers_as_replay_does(ops: list[tuple[Any, ...]]) -> None:
     key = new_key()
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "store"
-        build(store, key, ops)
+        build_store(store, key, ops)
         assert (store / INDEX_FILE).exists()
         assert answers(store, key) == replayed_answers(store, key, Path(tmp) / "replay")
         from_log = histories(store, key, from_index=False)
@@ -137,7 +128,7 @@ def session_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes
     """A store built by ``SESSION``, and what replay answers about its past."""
     key = new_key()
     store = tmp_path_factory.mktemp("index") / "store"
-    build(store, key, SESSION)
+    build_store(store, key, SESSION)
     assert (store / RUN_FILE).exists()
     expected = replayed_answers(store, key, tmp_path_factory.mktemp("replay") / "store")
     assert ("data", {"v": "2"}) in expected and ("data", {"v": "3"}) in expected
@@ -162,7 +153,7 @@ def swap_tags(path: Path, at: int = 8) -> None:
 
 def from_another_store(path: Path) -> None:
     other = path.parent.parent / "other"
-    build(other, new_key(), SESSION)
+    build_store(other, new_key(), SESSION)
     shutil.copyfile(other / path.name, path)
 
 
@@ -232,7 +223,7 @@ KILLED_WRITER = textwrap.dedent(
 def test_writes_a_killed_writer_never_indexed_are_answered_then_indexed(tmp_path: Path) -> None:
     key = new_key()
     store = tmp_path / "store"
-    build(store, key, [("write", "secret/", "a", {"v": "0"})])
+    build_store(store, key, [("write", "secret/", "a", {"v": "0"})])
     before = VersionIndex.load(store, Core.open(store, key, write=False).keyring.audit_key)
     assert before is not None
     writer = subprocess.Popen(
@@ -272,7 +263,7 @@ def test_a_forged_index_with_a_valid_checksum_is_caught_by_verify(
     answer from the log, and ``audit verify`` names the first wrong entry."""
     monkeypatch.setattr(projections.versions, "COMPACT_MIN", 10**9)  # one appended file
     key, store = new_key(), tmp_path / "store"
-    build(store, key, SESSION)
+    build_store(store, key, SESSION)
     expected = replayed_answers(store, key, tmp_path / "replay")
     path = store / INDEX_FILE
     swap_tags(path)  # the entries of seq 1 (a mount) and seq 3 (a write)
