@@ -295,28 +295,37 @@ class Core:
         self.flush()
         return response
 
-    def _past_for_read(self, path: str, seq: int) -> StoreState:
-        """Enough of the state at ``seq`` to read ``path``: from the version index, or,
-        without a usable one, the whole state then (and a writer indexes the log anew)."""
-        if self._indexer is not None:  # a writer: the file catches up with what it indexed
+    def _saved_index(self) -> VersionIndex | None:
+        """The version index as saved, loaded once; a writer first saves what it indexed,
+        and loads again once that has moved on."""
+        if self._indexer is not None:
             self._save_index()
-            self._index_loaded &= self._index is not None and (
-                self._index.covered == self._indexer.index.covered
-            )
+            if self._index is None or self._index.covered != self._indexer.index.covered:
+                self._index_loaded = False
         if not self._index_loaded:
             self._index = VersionIndex.load(self.directory, self.keyring.audit_key)
             self._index_loaded = True
-        if self._index is not None:
-            try:
-                return self._index.state_for_read(self.log, route, path, seq)
-            except (IndexMismatch, CorruptionError):
-                pass  # the index is derived and never trusted: the log answers
+        return self._index
+
+    def _index_failed(self) -> None:
+        """The index could not be believed (it is derived, never trusted): the log answers
+        this time, and a writer indexes the log anew for the next."""
         if self._indexer is not None:
             self._indexer.close()
             self._indexer = IndexWriter.open(
                 self.directory, self.keyring.audit_key, self.log, rebuild=True
             )
-            self._index_loaded = False
+        self._index_loaded = False
+
+    def _past_for_read(self, path: str, seq: int) -> StoreState:
+        """Enough of the state at ``seq`` to read ``path``: from the version index, or,
+        without a usable one, the whole state then."""
+        index = self._saved_index()
+        if index is not None:
+            try:
+                return index.state_for_read(self.log, route, path, seq)
+            except (IndexMismatch, CorruptionError):
+                self._index_failed()
         return self.state_at(seq)
 
     def history_events(self, path: str) -> list[Event]:
@@ -324,14 +333,12 @@ class Core:
         of a value that was ever at ``path``, from the version index; without a usable
         one, every event in the log."""
         with self._mutex:
-            if self._indexer is not None:
-                self._save_index()
-            index = VersionIndex.load(self.directory, self.keyring.audit_key)
+            index = self._saved_index()
             if index is not None:
                 try:
                     return index.history_events(self.log, path)
                 except (IndexMismatch, CorruptionError):
-                    pass  # the index is derived and never trusted: the log answers
+                    self._index_failed()
             return [decode(record) for record in self.log.records()]
 
     def _handle_at(self, request: Request, seq: int) -> Response:
