@@ -43,6 +43,11 @@ def segment_name(first_seq: int) -> str:
     return f"{first_seq:020d}.seg"
 
 
+def segment_first_seq(name: str) -> int:
+    """The seq a segment file starts at, from its name."""
+    return int(name[:20])
+
+
 @dataclass(frozen=True, slots=True)
 class Head:
     """The last record's seq and hash: what an operator writes down to detect rewriting."""
@@ -340,11 +345,9 @@ class FileLog:
         return Record(h.seq, h.timestamp, h.term, body, (frame.segment, frame.offset))
 
     def frame_at(self, segment: str, offset: int, seq: int) -> Frame:
-        """Record ``seq``, said to start at ``offset`` of ``segment``, read on its own.
-
-        Framing, checksum and seq are checked (decrypting it then checks the header is
-        authentic); the hash chain is not: that needs the records before it.
-        """
+        """Record ``seq``, said to start at ``offset`` of ``segment``, read on its own and
+        checked as a scan checks it, except for the hash chain: that needs the records
+        before it (decrypting it then checks the header is authentic)."""
 
         def wrong(what: str) -> CorruptionError:
             return CorruptionError(what, segment=segment, offset=offset, seq=seq)
@@ -355,19 +358,14 @@ class FileLog:
             with open(self.directory / segment, "rb") as f:
                 f.seek(offset)
                 prefix = f.read(PREFIX.size)
-                if len(prefix) < PREFIX.size:
-                    raise wrong("no record starts there")
-                length, crc = PREFIX.unpack(prefix)
-                payload = f.read(length) if length >= MIN_PAYLOAD else b""
+                length = PREFIX.unpack(prefix)[0] if len(prefix) == PREFIX.size else 0
+                data = prefix + f.read(length)
         except FileNotFoundError:
             raise wrong("no such segment") from None
-        if len(payload) != length or crc32c(payload) != crc:
-            raise wrong("no whole record starts there")
-        header = Header._make(HEADER.unpack_from(payload))
-        if header.version != VERSION or header.seq != seq:
-            raise wrong(f"the record there is not seq {seq}")
-        raw = prefix + payload
-        return Frame(segment, offset, offset + len(raw), header, payload, sha256(raw).digest())
+        scan = SegmentScan(segment, data, first_seq=seq, prev_hash=None, last=False, base=offset)
+        for frame in scan:
+            return frame
+        raise wrong("no record starts there")
 
     def records(self, start: int = 1) -> Iterator[Record]:
         """Decrypted records from seq ``start`` on; tracks the head as it goes."""

@@ -25,7 +25,7 @@ import msgpack
 
 from eventstore import Head, Keyring, ShreddedError
 from eventstore.files import write_atomically
-from eventstore.log import segment_name
+from eventstore.log import segment_first_seq, segment_name
 from projections.state import (
     Intent,
     Lease,
@@ -92,7 +92,7 @@ def write_snapshot(
         use_bin_type=True,
     )
     term = keyring.term
-    segment, offset = (int(at[0].split(".")[0]), at[1]) if at else (0, 0)
+    segment, offset = (segment_first_seq(at[0]), at[1]) if at else (0, 0)
     header = _HEADER.pack(head.seq, head.timestamp, term, head.hash, segment, offset)
     sealed = keyring.barrier(term).seal(table, "snapshot", header)
     folder = snapshot_dir(directory)

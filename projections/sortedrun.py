@@ -20,7 +20,7 @@ from typing import BinaryIO
 from google_crc32c import value as crc32c
 
 from eventstore.files import write_atomically
-from eventstore.log import segment_name
+from eventstore.log import segment_first_seq, segment_name
 
 RUN_FILE = "versions.run"
 BLOCK = 128  # entries per block: 5,120 bytes
@@ -131,7 +131,7 @@ def write_run(
     blocks = [body[pos : pos + size] for pos in range(0, len(body), size)]
     listing = b"".join(_DIRECTORY.pack(block[:16], crc32c(block)) for block in blocks)
     segment, offset = covered_at
-    first = int(segment[:20])
+    first = segment_first_seq(segment)
     header = _HEADER.pack(_MAGIC, run_tag, covered, first, offset, len(entries), crc32c(listing))
     data = header + _HEADER_CRC.pack(crc32c(header)) + listing + body
     write_atomically(directory / RUN_FILE, data)

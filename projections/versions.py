@@ -51,7 +51,7 @@ from google_crc32c import value as crc32c
 
 from eventstore import CorruptionError, FileLog
 from eventstore.files import write_all, write_atomically
-from eventstore.log import segment_name
+from eventstore.log import segment_first_seq, segment_name
 from projections.events import (
     Event,
     MountCreated,
@@ -459,7 +459,7 @@ def _last_checkpoint(f: BinaryIO, tag: bytes, base_tag: bytes) -> _Checkpoint | 
 
 
 def _entry(tag: bytes, seq: int, at: tuple[str, int]) -> bytes:
-    return _ENTRY.pack(tag, seq, int(at[0][:20]), at[1])
+    return _ENTRY.pack(tag, seq, segment_first_seq(at[0]), at[1])
 
 
 def _covered(run: SortedRun | None) -> int:
