@@ -19,8 +19,8 @@ from backends.errors import InvalidRequestError
 from eventstore import CorruptionError, FileLog, Head, Keyring, ShreddedError
 from projections import StoreState, apply, decode
 from projections.snapshot import read_snapshot, snapshot_seqs
-from projections.sortedrun import RunDamaged
-from projections.versions import IndexWriter, VersionIndex, entry_seq
+from projections.sortedrun import RunDamaged, entry_seq
+from projections.versions import IndexWriter, VersionIndex
 
 
 @dataclass(frozen=True, slots=True)

@@ -100,13 +100,7 @@ class SortedRun:
             return found
         with open(self.path, "rb") as f:
             for data in self._blocks(f, first, last):
-                pos = data.find(tag)
-                while pos != -1:
-                    if pos % ENTRY.size == 0:
-                        at, segment, offset = _WHERE.unpack_from(data, pos + 16)
-                        if at <= seq:
-                            found.append((at, (segment_name(segment), offset)))
-                    pos = data.find(tag, pos + 1)
+                found += tagged(data, tag, seq)
         return found
 
     def entries(self) -> list[bytes]:
@@ -116,6 +110,30 @@ class SortedRun:
             for data in self._blocks(f, 0, len(self._crcs) - 1):
                 out.extend(data[pos : pos + ENTRY.size] for pos in range(0, len(data), ENTRY.size))
         return out
+
+
+def tagged(
+    data: bytes | bytearray, tag: bytes, seq: int, end: int | None = None
+) -> list[tuple[int, tuple[str, int]]]:
+    """``(seq, (segment, offset))`` of the entries in ``data`` (up to ``end``) with ``tag``,
+    up to ``seq``; one tag's entries are in seq order, wherever they are."""
+    end = len(data) if end is None else end
+    found = []
+    pos = data.find(tag, 0, end)
+    while pos != -1:
+        if pos % ENTRY.size == 0:
+            at, first, offset = _WHERE.unpack_from(data, pos + 16)
+            if at > seq:
+                break
+            found.append((at, (segment_name(first), offset)))
+        pos = data.find(tag, pos + 1, end)
+    return found
+
+
+def entry_seq(entry: bytes | bytearray) -> int:
+    """The seq of the record an entry is about."""
+    seq: int = _WHERE.unpack_from(entry, 16)[0]
+    return seq
 
 
 def write_run(

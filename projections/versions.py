@@ -41,15 +41,14 @@ from __future__ import annotations
 
 import hmac
 import os
-import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
 from google_crc32c import extend
 from google_crc32c import value as crc32c
 
-from eventstore import CorruptionError, FileLog
+from eventstore import CorruptionError, FileLog, Record
 from eventstore.files import write_all, write_atomically
 from eventstore.log import segment_first_seq, segment_name
 from projections.events import (
@@ -62,7 +61,14 @@ from projections.events import (
     decode,
 )
 from projections.sortedrun import ENTRY as _ENTRY
-from projections.sortedrun import RUN_FILE, RunDamaged, SortedRun, write_run
+from projections.sortedrun import (
+    RUN_FILE,
+    RunDamaged,
+    SortedRun,
+    entry_seq,
+    tagged,
+    write_run,
+)
 from projections.state import Mount, MountTable, StoreState, apply
 
 INDEX_FILE = "versions.idx"
@@ -70,7 +76,6 @@ _TAIL_ENTRIES = 4096  # how far back from its end a writer looks for the last ch
 _MAGIC = b"VLVIX001"
 COMPACT_MIN = 65_536  # appended entries worth merging into the sorted run
 _TAG_CACHE = 65_536
-_WHERE = struct.Struct(">QQQ")
 ENTRY_SIZE = _ENTRY.size
 _MOUNT_EVENTS = (MountCreated, MountMoved, MountRemoved)
 
@@ -149,17 +154,7 @@ class VersionIndex:
             except RunDamaged as exc:
                 raise IndexMismatch(f"the sorted run is damaged: {exc}") from None
             floor = self.run.covered
-        data, end = self.data, self.end
-        pos = data.find(tag, 0, end)
-        while pos != -1:
-            if pos % _ENTRY.size == 0:
-                at, first, offset = _WHERE.unpack_from(data, pos + 16)
-                if at > seq:
-                    break  # entries are in seq order
-                if at > floor:
-                    found.append((at, (segment_name(first), offset)))
-            pos = data.find(tag, pos + 1, end)
-        return found
+        return found + [e for e in tagged(self.data, tag, seq, self.end) if e[0] > floor]
 
     def entries(self) -> list[bytes]:
         """Every entry (no checkpoints), the run's first; raises ``RunDamaged``."""
@@ -177,14 +172,9 @@ class VersionIndex:
         (or ``CorruptionError``) when the index cannot be believed.
         """
         indexed = min(seq, self.covered)
-        state = StoreState()
-        for at_seq, (segment, offset) in self.find(self.mounts_tag, indexed):
-            event = _event_at(log, segment, offset, at_seq)
-            if not isinstance(event, _MOUNT_EVENTS):
-                raise IndexMismatch(f"record {at_seq} is not a mount event")
-            apply(state, event)
         later = self._events_after(log, seq) if seq > self.covered else []
-        for event in later:
+        state = StoreState()
+        for event in self._mount_events(log, indexed) + later:
             if isinstance(event, _MOUNT_EVENTS):
                 apply(state, event)
         state.seq = seq
@@ -192,37 +182,42 @@ class VersionIndex:
         if found is None:
             return state
         mount, relative = found
-        value = None
-        versions = self.find(self.tag(mount.id, relative), indexed)
-        if versions:
-            at_seq, (segment, offset) = versions[-1]
-            event = _event_at(log, segment, offset, at_seq)
-            if not isinstance(event, SecretWritten | SecretDeleted) or (
-                event.mount_id,
-                event.path,
-            ) != (mount.id, relative):
-                raise IndexMismatch(f"record {at_seq} is not a version of {path}")
-            value = event.value if isinstance(event, SecretWritten) else None
-        for event in later:
-            if isinstance(event, SecretWritten | SecretDeleted) and (
-                event.mount_id,
-                event.path,
-            ) == (mount.id, relative):
-                value = event.value if isinstance(event, SecretWritten) else None
-        if value is not None:
-            state.data[mount.id][relative] = value
+        versions = self._versions(log, mount.id, relative, indexed, last_only=True) + [
+            e for e in later if _is_version(e, mount.id, relative)
+        ]
+        if versions and isinstance(versions[-1], SecretWritten):
+            state.data[mount.id][relative] = versions[-1].value
         return state
+
+    def _mount_events(self, log: FileLog, seq: int) -> list[Event]:
+        """The indexed mount events up to ``seq``, read from the log."""
+        events: list[Event] = []
+        for at_seq, (segment, offset) in self.find(self.mounts_tag, seq):
+            event = _event_at(log, segment, offset, at_seq)
+            if not isinstance(event, _MOUNT_EVENTS):
+                raise IndexMismatch(f"record {at_seq} is not a mount event")
+            events.append(event)
+        return events
+
+    def _versions(
+        self, log: FileLog, mount_id: str, path: str, seq: int, *, last_only: bool = False
+    ) -> list[Event]:
+        """The indexed writes and deletes of ``path`` in a mount up to ``seq`` (only the
+        last, with ``last_only``), read from the log."""
+        found = self.find(self.tag(mount_id, path), seq)
+        events = []
+        for at_seq, (segment, offset) in found[-1:] if last_only else found:
+            event = _event_at(log, segment, offset, at_seq)
+            if not _is_version(event, mount_id, path):
+                raise IndexMismatch(f"record {at_seq} is not a version of {path}")
+            events.append(event)
+        return events
 
     def history_events(self, log: FileLog, path: str) -> list[Event]:
         """Every mount event, and every write or delete of a value that was ever at
         ``path`` (under any mount that ever had a mount point it starts with), in seq
         order; with the events after the index's coverage, unfiltered."""
-        mounts = []
-        for at_seq, (segment, offset) in self.find(self.mounts_tag, self.covered):
-            event = _event_at(log, segment, offset, at_seq)
-            if not isinstance(event, _MOUNT_EVENTS):
-                raise IndexMismatch(f"record {at_seq} is not a mount event")
-            mounts.append(event)
+        mounts = self._mount_events(log, self.covered)
         later = self._events_after(log, log.head.seq)
         wanted: set[tuple[str, str]] = set()
         for event in (*mounts, *later):
@@ -231,29 +226,20 @@ class VersionIndex:
                 wanted.add((event.mount_id, path[len(point) :]))
         versions: list[Event] = []
         for mount_id, relative in wanted:
-            for at_seq, (segment, offset) in self.find(self.tag(mount_id, relative), self.covered):
-                event = _event_at(log, segment, offset, at_seq)
-                if not isinstance(event, SecretWritten | SecretDeleted) or (
-                    event.mount_id,
-                    event.path,
-                ) != (mount_id, relative):
-                    raise IndexMismatch(f"record {at_seq} is not a version of {path}")
-                versions.append(event)
+            versions += self._versions(log, mount_id, relative, self.covered)
         return sorted((*mounts, *versions), key=lambda e: e.seq) + later
 
     def _events_after(self, log: FileLog, seq: int) -> list[Event]:
         """The events after the index's coverage, up to ``seq``, read from the log."""
-        if self.covered_at is None:
-            frames = log.frames(1)
-        else:
-            frames = log.frames(self.covered, at=self.covered_at)
-        events = []
-        for frame in frames:
-            if frame.header.seq > seq:
-                break
+        return [decode(record) for record in self.records_after(log, seq)]
+
+    def records_after(self, log: FileLog, seq: int | None = None) -> Iterator[Record]:
+        """The records after the index's coverage (up to ``seq``), read from the log."""
+        for frame in log.frames(self.covered or 1, at=self.covered_at):
+            if seq is not None and frame.header.seq > seq:
+                return
             if frame.header.seq > self.covered:
-                events.append(decode(log.open_frame(frame)))
-        return events
+                yield log.open_frame(frame)
 
     def append(self, tag: bytes, seq: int, at: tuple[str, int]) -> None:
         assert isinstance(self.data, bytearray)  # a writer's
@@ -336,11 +322,8 @@ class IndexWriter:
 
     def index_log(self, log: FileLog) -> None:
         """Index the records the log holds beyond the coverage, and save them."""
-        index = self.index
-        for frame in log.frames(index.covered or 1, at=index.covered_at):
-            if frame.header.seq > index.covered:
-                record = log.open_frame(frame)
-                self.add(decode(record), record.at)
+        for record in list(self.index.records_after(log)):
+            self.add(decode(record), record.at)
         self.save()
 
     def add(self, event: Event, at: tuple[str, int] | None) -> None:
@@ -477,11 +460,13 @@ def _in_log(log: FileLog, seq: int, at: tuple[str, int]) -> bool:
     return True
 
 
+def _is_version(event: Event, mount_id: str, path: str) -> bool:
+    """Whether ``event`` wrote or deleted ``path`` of the mount."""
+    return isinstance(event, SecretWritten | SecretDeleted) and (event.mount_id, event.path) == (
+        mount_id,
+        path,
+    )
+
+
 def _event_at(log: FileLog, segment: str, offset: int, seq: int) -> Event:
     return decode(log.open_frame(log.frame_at(segment, offset, seq)))
-
-
-def entry_seq(entry: bytes | bytearray) -> int:
-    """The seq of the record an entry is about."""
-    seq: int = _WHERE.unpack_from(entry, 16)[0]
-    return seq
