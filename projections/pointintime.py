@@ -9,7 +9,7 @@ from functools import partial
 from pathlib import Path
 
 from eventstore import CorruptionError, FileLog, Frame, Head, Keyring
-from projections.events import SecretDeleted, SecretWritten, decode
+from projections.events import decode
 from projections.snapshot import latest_snapshot
 from projections.state import MountData, StoreState, apply
 
@@ -72,16 +72,8 @@ def _fold(
 
 def _values_from_log(log: FileLog, mount_id: str, until: int) -> dict[str, bytes]:
     """A mount's values after record ``until``, replayed from the log alone."""
-    values: dict[str, bytes] = {}
-    for frame in log.frames(1):
-        if frame.header.seq > until:
-            break
-        event = decode(log.open_frame(frame))
-        if isinstance(event, SecretWritten) and event.mount_id == mount_id:
-            values[event.path] = event.value
-        elif isinstance(event, SecretDeleted) and event.mount_id == mount_id:
-            values.pop(event.path, None)
-    return values
+    state = _fold(log, log.frames(1), StoreState(), None, until, 0, None).state
+    return dict(state.data[mount_id])
 
 
 def seq_at_time(log: FileLog, nanos: int) -> int:
