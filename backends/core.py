@@ -7,9 +7,10 @@ import json
 import os
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import msgpack
 
@@ -51,6 +52,7 @@ from projections.snapshot import read_snapshot, snapshot_dir, snapshot_seqs, wri
 from projections.state import live_values
 from projections.versions import IndexMismatch, IndexWriter, VersionIndex
 
+T = TypeVar("T")
 SYSTEM_DESCRIPTION = "system endpoints used for control, policy and debugging"
 SNAPSHOT_EVERY = int(os.environ.get("VAULTLOG_SNAPSHOT_EVERY", "1000"))
 INDEX_SAVE_EVERY = 1000  # entries a long-lived writer keeps unsaved at most
@@ -317,29 +319,33 @@ class Core:
             )
         self._index_loaded = False
 
-    def _past_for_read(self, path: str, seq: int) -> StoreState:
-        """Enough of the state at ``seq`` to read ``path``: from the version index, or,
-        without a usable one, the whole state then."""
+    def _from_index(self, ask: Callable[[VersionIndex], T], otherwise: Callable[[], T]) -> T:
+        """``ask`` the version index; without a usable one, or if its answer cannot be
+        believed, ``otherwise`` (from the log)."""
         index = self._saved_index()
         if index is not None:
             try:
-                return index.state_for_read(self.log, route, path, seq)
+                return ask(index)
             except (IndexMismatch, CorruptionError):
                 self._index_failed()
-        return self.state_at(seq)
+        return otherwise()
+
+    def _past_for_read(self, path: str, seq: int) -> StoreState:
+        """Enough of the state at ``seq`` to read ``path``: the mount table then and that
+        one value, or the whole state then."""
+        return self._from_index(
+            lambda index: index.state_for_read(self.log, route, path, seq),
+            lambda: self.state_at(seq),
+        )
 
     def history_events(self, path: str) -> list[Event]:
         """Events enough for the history of ``path``: every mount event and every version
-        of a value that was ever at ``path``, from the version index; without a usable
-        one, every event in the log."""
+        of a value that was ever at ``path``, or every event in the log."""
         with self._mutex:
-            index = self._saved_index()
-            if index is not None:
-                try:
-                    return index.history_events(self.log, path)
-                except (IndexMismatch, CorruptionError):
-                    self._index_failed()
-            return [decode(record) for record in self.log.records()]
+            return self._from_index(
+                lambda index: index.history_events(self.log, path),
+                lambda: [decode(record) for record in self.log.records()],
+            )
 
     def _handle_at(self, request: Request, seq: int) -> Response:
         if request.operation not in ("read", "list"):
@@ -381,10 +387,12 @@ class Core:
             if found is None:
                 raise NoHandlerError(f"no handler for route '{path}'")
             mount, relative = found
-            past = self.state_at(seq)
-            value = None
-            if mount.id in past.data:
-                value = self.view(mount, request, past).get(relative)
+            sealed = self._from_index(
+                lambda index: index.value_at(self.log, mount.id, relative, seq),
+                lambda: self.state_at(seq).data.get(mount.id, {}).get(relative),
+            )
+            view = self.view(mount, request)
+            value = None if sealed is None else view.open_value(sealed, "value", relative)
             self._audit_read(replace(request, operation="read"), mount, relative)
             self.commit()
             if value is not None:

@@ -182,12 +182,23 @@ class VersionIndex:
         if found is None:
             return state
         mount, relative = found
-        versions = self._versions(log, mount.id, relative, indexed, last_only=True) + [
-            e for e in later if _is_version(e, mount.id, relative)
-        ]
-        if versions and isinstance(versions[-1], SecretWritten):
-            state.data[mount.id][relative] = versions[-1].value
+        value = self._value(log, mount.id, relative, indexed, later)
+        if value is not None:
+            state.data[mount.id][relative] = value
         return state
+
+    def value_at(self, log: FileLog, mount_id: str, path: str, seq: int) -> bytes | None:
+        """The sealed value ``path`` of a mount had at ``seq``, None if it had none."""
+        later = self._events_after(log, seq) if seq > self.covered else []
+        return self._value(log, mount_id, path, min(seq, self.covered), later)
+
+    def _value(
+        self, log: FileLog, mount_id: str, path: str, indexed: int, later: list[Event]
+    ) -> bytes | None:
+        versions = self._versions(log, mount_id, path, indexed, last_only=True)
+        versions += [e for e in later if _is_version(e, mount_id, path)]
+        last = versions[-1] if versions else None
+        return last.value if isinstance(last, SecretWritten) else None
 
     def _mount_events(self, log: FileLog, seq: int) -> list[Event]:
         """The indexed mount events up to ``seq``, read from the log."""
