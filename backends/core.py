@@ -193,6 +193,7 @@ class Core:
         self._staged: list[Event] = []
         self._backends: dict[str, Backend] = {}
         self._snapshot_seq = 0
+        self._sound_snapshots: set[int] = set()  # checked by this Core's _write_snapshot
         self._mutex = threading.RLock()
         self._indexer: IndexWriter | None = None  # a writer's, from its open
         self._index: VersionIndex | None = None  # the saved index, loaded when asked
@@ -261,16 +262,22 @@ class Core:
 
     def _write_snapshot(self) -> None:
         """Write a snapshot, and drop older ones found damaged (they are never trusted, and
-        would keep ``audit verify`` failing); this is rare, so checking them all is cheap."""
+        would keep ``audit verify`` failing). Each is checked once per Core: a long-lived
+        writer does not read them all again at every snapshot."""
         for seq in snapshot_seqs(self.directory):
+            if seq in self._sound_snapshots:
+                continue
             try:
                 read_snapshot(self.directory, self.keyring, seq)
             except ShreddedError:
-                continue  # unreadable by design since an unmount; harmless, passed over
+                pass  # unreadable by design since an unmount; harmless, passed over
             except Exception:
                 (snapshot_dir(self.directory) / f"{seq:020d}.snap").unlink(missing_ok=True)
+                continue
+            self._sound_snapshots.add(seq)
         write_snapshot(self.directory, self.keyring, self.state, self.log.head, self.log.head_at)
         self._snapshot_seq = self.state.seq
+        self._sound_snapshots.add(self._snapshot_seq)
         self._save_index()
 
     def _save_index(self) -> None:
