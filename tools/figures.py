@@ -26,6 +26,7 @@ from eventstore import encode_unseal_key, new_key
 from projections.snapshot import SNAPSHOT_DIR
 from projections.sortedrun import RUN_FILE
 from projections.versions import INDEX_FILE
+from tools.bench import aside
 
 VAULT = Path(sys.executable).parent / "vault"
 POLICY = {
@@ -93,14 +94,8 @@ def history(home: Path, key: bytes, env: dict[str, str], events: int = 100_000) 
 
     def without(*names: str) -> float:
         """The median first question with ``names`` (derived files) moved aside."""
-        names = tuple(name for name in names if (store / name).exists())
-        for name in names:
-            (store / name).rename(home / f"{name}-aside")
-        try:
+        with aside(store, *names):
             return median(first_question() for _ in range(5))
-        finally:
-            for name in names:
-                (home / f"{name}-aside").rename(store / name)
 
     indexed = median(first_question() for _ in range(15))
     no_index = without(INDEX_FILE, RUN_FILE)
