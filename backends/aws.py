@@ -10,19 +10,17 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar
 from urllib.parse import urlparse
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from backends.contract import MountView, PathRules
 from backends.errors import InvalidRequestError, NoHandlerError, UpstreamError
 from backends.request import Request, Response
 from backends.ttl import parse_duration
-
-if TYPE_CHECKING:
-    from backends.core import MountView
 
 _CLIENT_CONFIG = Config(
     retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5, read_timeout=20
@@ -30,6 +28,8 @@ _CLIENT_CONFIG = Config(
 
 
 class AwsBackend:
+    paths: ClassVar[PathRules] = PathRules()
+
     def __init__(self) -> None:
         self._clients: dict[tuple[str, ...], Any] = {}
 

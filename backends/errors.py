@@ -3,9 +3,12 @@
 VaultlogError (eventstore.errors)
  └── RequestError               the request is wrong; the store is unchanged
       ├── InvalidRequestError   bad or missing input (HTTP 400)
+      │    └── PastRequestError a request of the past tried to change something
       ├── PermissionDeniedError a protected path (HTTP 403)
       ├── NoHandlerError        no mount serves the path (HTTP 404)
-      └── ConflictError         the path is already in use (HTTP 409)
+      ├── ConflictError         the path is already in use (HTTP 409)
+      ├── ShreddedDataError     the data asked for was deleted by unmounting (HTTP 410)
+      └── UpstreamError         an outside system (AWS) failed (HTTP 502)
 """
 
 from __future__ import annotations
@@ -41,3 +44,7 @@ class UpstreamError(RequestError):
 
 class ShreddedDataError(RequestError):
     status = 410
+
+
+class PastRequestError(InvalidRequestError):
+    """A request asked of the past tried to change the store or the world outside it."""

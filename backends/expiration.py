@@ -8,11 +8,12 @@ for writing, with exponential backoff; it is never silently dropped.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, cast
+from dataclasses import replace
+from typing import Any, cast
 
+from backends.contract import LeasingBackend, MountView, Session
 from backends.errors import InvalidRequestError, NoHandlerError, RequestError
 from backends.request import Request, who
-from backends.ttl import SYSTEM_DEFAULT_TTL
 from projections import (
     NANOS,
     IntentCompleted,
@@ -21,9 +22,6 @@ from projections import (
     LeaseRevoked,
     LeaseRevokeFailed,
 )
-
-if TYPE_CHECKING:
-    from backends.core import Core, LeasingBackend
 
 MAX_BACKOFF = 3600  # seconds between retries of a failing revocation, at most
 
@@ -37,37 +35,29 @@ def backoff(failures: int) -> int:
     return min(2 ** max(failures - 1, 0), MAX_BACKOFF)
 
 
-def bounded_ttls(
-    default_ttl: int, max_ttl: int, requested: int = 0, requested_max: int = 0
-) -> tuple[int, int]:
-    """``(ttl, max_ttl)`` of a new lease: the backend's wish bounded by the mount's limits."""
-    limit = max_ttl or SYSTEM_DEFAULT_TTL
-    if requested_max:
-        limit = min(limit, requested_max)
-    ttl = requested or default_ttl or SYSTEM_DEFAULT_TTL
-    return min(ttl, limit), limit
+def store_request() -> Request:
+    """The request on whose behalf the store itself acts (expiry, retries, rollback)."""
+    return Request("delete", "sys/leases", actor="vaultlog")
 
 
 class ExpirationManager:
-    def __init__(self, core: Core) -> None:
-        self.core = core
+    """Leases served inside one session: its request names who revokes, and each outcome
+    is committed as soon as it is known (the outside world has changed already)."""
 
-    def _request(self) -> Request:
-        """The request on whose behalf the store itself acts (expiry, retries, rollback)."""
-        return Request("delete", "sys/leases", actor=self.core.actor)
+    def __init__(self, session: Session) -> None:
+        self.session = session
 
     def revoke(self, lease: Lease, reason: str, request: Request | None = None) -> None:
         """Revoke through the backend and record it; on failure record that and raise."""
-        core = self.core
-        request = request or self._request()
-        mount = core.state.mounts.by_id[lease.mount_id]
-        view = core.view(mount, request)
+        session = self._session_for(request)
+        mount = session.state.mounts.by_id[lease.mount_id]
+        view = MountView(session, mount)
         try:
             internal = view.open_value(lease.internal, "lease", lease.id)
-            leasing(core, mount.type).revoke(view, internal)
+            leasing(session, mount.type).revoke(view, internal)
         except Exception as exc:  # any failure of an outside system must be recorded
             error = _one_line(exc)
-            core.stage(
+            session.stage(
                 LeaseRevokeFailed(
                     **who(request),
                     lease_id=lease.id,
@@ -76,10 +66,10 @@ class ExpirationManager:
                     attempt=lease.failures + 1,
                 )
             )
-            core.commit()
+            session.commit()
             raise RevocationError(f"failed to revoke lease '{lease.id}': {error}") from None
-        core.stage(LeaseRevoked(**who(request), lease_id=lease.id, reason=reason))
-        core.commit()
+        session.stage(LeaseRevoked(**who(request), lease_id=lease.id, reason=reason))
+        session.commit()
 
     def revoke_prefix(
         self, prefix: str, reason: str, request: Request, *, force: bool = False
@@ -89,37 +79,39 @@ class ExpirationManager:
         Forced: a lease whose revocation fails is dropped anyway, recorded as ``forced``.
         """
         revoked = []
-        for lease in self.core.state.leases_under(prefix):
+        session = self.session
+        for lease in session.state.leases_under(prefix):
             try:
                 self.revoke(lease, reason, request)
             except RevocationError:
                 if not force:
                     raise
-                self.core.stage(LeaseRevoked(**who(request), lease_id=lease.id, reason="forced"))
-                self.core.commit()
+                session.stage(LeaseRevoked(**who(request), lease_id=lease.id, reason="forced"))
+                session.commit()
             revoked.append(lease.id)
         return revoked
 
     def revoke_mount(self, mount_id: str, reason: str, request: Request) -> None:
         """Revoke every lease issued by one mount (before unmount or remount)."""
-        for lease in sorted(self.core.state.leases.values(), key=lambda x: x.id):
+        for lease in sorted(self.session.state.leases.values(), key=lambda x: x.id):
             if lease.mount_id == mount_id:
                 self.revoke(lease, reason, request)
 
     def renew(self, lease_id: str, increment: int, request: Request) -> Lease:
-        lease = self.core.state.leases.get(lease_id)
+        session = self.session
+        lease = session.state.leases.get(lease_id)
         if lease is None or not lease.renewable:
             raise InvalidRequestError("lease not found or lease is not renewable")
         now = time.time_ns()
         if lease.expires <= now:
             raise InvalidRequestError("lease expired")
         expires = min(now + (increment or lease.ttl) * NANOS, lease.max_expires)
-        self.core.stage(LeaseRenewed(**who(request), lease_id=lease.id, expires=expires))
-        self.core.commit()
-        return self.core.state.leases[lease.id]
+        session.stage(LeaseRenewed(**who(request), lease_id=lease.id, expires=expires))
+        session.commit()
+        return session.state.leases[lease.id]
 
     def lookup(self, lease_id: str) -> Lease:
-        lease = self.core.state.leases.get(lease_id)
+        lease = self.session.state.leases.get(lease_id)
         if lease is None:
             raise NoHandlerError(f"lease not found: {lease_id}")
         return lease
@@ -127,35 +119,43 @@ class ExpirationManager:
     def expire_due(self) -> None:
         """Revoke expired leases and retry failed revocations whose backoff has passed."""
         now = time.time_ns()
-        for lease in sorted(self.core.state.leases.values(), key=lambda x: x.expires):
+        for lease in sorted(self.session.state.leases.values(), key=lambda x: x.expires):
             due = lease.expires <= now or lease.failures > 0
             waited = now >= lease.last_failure + backoff(lease.failures) * NANOS
             if due and waited:
                 reason = lease.pending_reason or "expired"
                 try:
-                    self.revoke(lease, reason, self._request())
+                    self.revoke(lease, reason)
                 except RevocationError:
                     continue  # recorded; retried on a later open
 
     def roll_back_intents(self) -> None:
         """Undo actions that were started but whose outcome never reached the log."""
-        core = self.core
-        for intent in sorted(core.state.intents.values(), key=lambda x: x.time):
-            mount = core.state.mounts.by_id[intent.mount_id]
-            request = self._request()
-            view = core.view(mount, request)
+        session = self.session
+        for intent in sorted(session.state.intents.values(), key=lambda x: x.time):
+            mount = session.state.mounts.by_id[intent.mount_id]
+            view = MountView(session, mount)
             try:
                 data: dict[str, Any] = view.open_value(intent.data, "intent", intent.id)
-                leasing(core, mount.type).roll_back(view, intent.action, data)
+                leasing(session, mount.type).roll_back(view, intent.action, data)
             except Exception:  # left pending: tried again on the next open
                 continue
-            core.stage(IntentCompleted(**who(request), intent_id=intent.id, outcome="rolled_back"))
-            core.commit()
+            request = session.request
+            session.stage(
+                IntentCompleted(**who(request), intent_id=intent.id, outcome="rolled_back")
+            )
+            session.commit()
+
+    def _session_for(self, request: Request | None) -> Session:
+        """This session, or one of the same store acting for ``request``."""
+        if request is None or request is self.session.request:
+            return self.session
+        return Session(self.session.store, request, self.session.backends)
 
 
-def leasing(core: Core, backend_type: str) -> LeasingBackend:
+def leasing(session: Session, backend_type: str) -> LeasingBackend:
     """The backend of a mount that issued leases (only those have leases or intents)."""
-    return cast("LeasingBackend", core.backend(backend_type))
+    return cast(LeasingBackend, session.backend(backend_type))
 
 
 def _one_line(exc: BaseException) -> str:

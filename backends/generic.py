@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, ClassVar
 
+from backends.contract import MountView, PathRules
 from backends.errors import InvalidRequestError
 from backends.request import Request, Response
 from backends.ttl import SYSTEM_DEFAULT_TTL, parse_duration
 
-if TYPE_CHECKING:
-    from backends.core import MountView
-
 
 class GenericBackend:
     """Vault 0.5's passthrough: a ``ttl`` key only sets the lease duration shown on read."""
+
+    paths: ClassVar[PathRules] = PathRules()
 
     def handle(self, view: MountView, request: Request) -> Response:
         path, op = request.path, request.operation
@@ -41,7 +41,7 @@ class GenericBackend:
         raise InvalidRequestError(f"unsupported operation: {op}")
 
     @staticmethod
-    def _ttl(view: MountView, value: dict) -> int:
+    def _ttl(view: MountView, value: dict[str, Any]) -> int:
         raw = value.get("ttl", value.get("lease"))
         if raw is not None:
             return parse_duration(raw)

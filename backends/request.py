@@ -1,4 +1,4 @@
-"""Request and Response: what the CLI (and later the HTTP API) translate to and from."""
+"""Request and Response: what every front door (the CLI, the HTTP API) translates to and from."""
 
 from __future__ import annotations
 
@@ -11,10 +11,15 @@ Operation = Literal["read", "write", "delete", "list"]
 
 @dataclass(frozen=True, slots=True)
 class Request:
+    """One request. ``at`` asks for the store as it stood at a seq or a time (a seq, an
+    RFC 3339 time or an age such as ``2h``); empty: now. ``actor`` is filled in by the
+    Core's authentication, never trusted from the caller."""
+
     operation: Operation
     path: str
     data: dict[str, Any] = field(default_factory=dict)
-    actor: str = "unknown"
+    at: str = ""
+    actor: str = ""
     request_id: str = field(default_factory=lambda: os.urandom(8).hex())
 
 

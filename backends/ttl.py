@@ -7,17 +7,31 @@ import re
 from backends.errors import InvalidRequestError
 
 SYSTEM_DEFAULT_TTL = 30 * 24 * 3600  # 30 days, Vault's default and maximum lease
+MAX_DURATION = (2**63 - 1) // 1_000_000_000  # seconds: Go's time.Duration, as in Vault
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)")
 
 
 def parse_duration(value: object) -> int:
-    """Whole seconds of ``value`` (an int, ``"90"``, ``"1h"``, ``"1h30m"``)."""
+    """Whole seconds of ``value`` (an int, ``"90"``, ``"1h"``, ``"1h30m"``), at most
+    ``MAX_DURATION``."""
+    seconds = _seconds(value)
+    if seconds > MAX_DURATION:
+        raise InvalidRequestError(f"invalid duration: {_short(value)} is too long")
+    return seconds
+
+
+def _short(value: object) -> str:
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 40 else f"{text[:20]}...{text[-8:]} ({len(text)} characters)"
+
+
+def _seconds(value: object) -> int:
     if isinstance(value, bool):
         raise InvalidRequestError(f"invalid duration: {value!r}")
     if isinstance(value, int | float):
-        if value < 0:
-            raise InvalidRequestError(f"invalid duration: {value!r}")
+        if not 0 <= value <= MAX_DURATION:  # also NaN and infinities
+            raise InvalidRequestError(f"invalid duration: {_short(value)}")
         return int(value)
     text = str(value).strip()
     if text.isdigit():
@@ -29,5 +43,18 @@ def parse_duration(value: object) -> int:
         total += float(match.group(1)) * _UNITS[match.group(2)]
         pos = match.end()
     if pos != len(text) or not text:
-        raise InvalidRequestError(f"invalid duration: {text!r}")
+        raise InvalidRequestError(f"invalid duration: {_short(text)}")
+    if not total <= MAX_DURATION:  # also an infinity from an endless number
+        raise InvalidRequestError(f"invalid duration: {_short(text)} is too long")
     return int(total)
+
+
+def bounded_ttls(
+    default_ttl: int, max_ttl: int, requested: int = 0, requested_max: int = 0
+) -> tuple[int, int]:
+    """``(ttl, max_ttl)`` of a new lease: the backend's wish bounded by the mount's limits."""
+    limit = max_ttl or SYSTEM_DEFAULT_TTL
+    if requested_max:
+        limit = min(limit, requested_max)
+    ttl = requested or default_ttl or SYSTEM_DEFAULT_TTL
+    return min(ttl, limit), limit

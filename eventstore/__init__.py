@@ -4,6 +4,7 @@ from eventstore.crypto import Sealer, SealError, audit_hmac, new_key
 from eventstore.errors import (
     CorruptionError,
     KeyMaterialError,
+    MissingRecordError,
     ReadOnlyError,
     ShreddedError,
     StoreError,
@@ -11,17 +12,25 @@ from eventstore.errors import (
     UnsealError,
     VaultlogError,
 )
+from eventstore.interface import LogReader, LogWriter, TornTail
 from eventstore.keyring import Keyring, decode_unseal_key, encode_unseal_key
-from eventstore.log import FileLog, Frame, Head
-from eventstore.record import Record
+from eventstore.log import FileLog
+from eventstore.memory import MemoryLog, MemoryStorage
+from eventstore.record import NO_HINT, Frame, Head, Record
 
 __all__ = [
+    "NO_HINT",
     "CorruptionError",
     "FileLog",
     "Frame",
     "Head",
     "KeyMaterialError",
     "Keyring",
+    "LogReader",
+    "LogWriter",
+    "MemoryLog",
+    "MemoryStorage",
+    "MissingRecordError",
     "ReadOnlyError",
     "Record",
     "SealError",
@@ -29,6 +38,7 @@ __all__ = [
     "ShreddedError",
     "StoreError",
     "StoreLockedError",
+    "TornTail",
     "UnsealError",
     "VaultlogError",
     "audit_hmac",

@@ -4,7 +4,8 @@
      ├── StoreError               the store cannot be used as asked
      │    ├── StoreLockedError    another live process holds the writer lock
      │    ├── ReadOnlyError       an fsync failed earlier; the store accepts no more writes
-     │    └── CorruptionError     a record inside the log is damaged (segment, offset, seq)
+     │    ├── MissingRecordError  a record asked for by seq is not in the log
+     │    └── CorruptionError     a record inside the log is damaged or missing (where, seq)
      └── KeyMaterialError       a key needed to open something is missing or wrong
           ├── UnsealError         the unseal key is missing or does not open the keyring
           └── ShreddedError       the data key of a mount was destroyed (crypto-shredding)
@@ -31,13 +32,27 @@ class ReadOnlyError(StoreError):
     """A failed fsync made the store read-only for the rest of this process."""
 
 
+class MissingRecordError(StoreError):
+    """A record asked for by seq is not in the log (past the head, or never written)."""
+
+
 class CorruptionError(StoreError):
-    """A record inside the log is damaged; nothing was modified."""
+    """A record inside the log is damaged, or records are missing; nothing was modified.
+
+    ``segment`` and ``offset`` say where, for a storage that has such places.
+    """
 
     def __init__(
-        self, message: str, *, segment: str, offset: int, seq: int, kind: str = "corruption"
+        self,
+        message: str,
+        *,
+        seq: int,
+        segment: str = "",
+        offset: int = 0,
+        kind: str = "corruption",
     ) -> None:
-        super().__init__(f"{message} in segment {segment} at offset {offset} (seq {seq})")
+        where = f" in segment {segment} at offset {offset}" if segment else ""
+        super().__init__(f"{message}{where} (seq {seq})")
         self.segment = segment
         self.offset = offset
         self.seq = seq

@@ -2,12 +2,19 @@
 
 It is a small file beside the log, sealed with the unseal key and *replaced atomically*
 (temp file, fsync, rename, fsync dir), never appended: destroying a mount's data key must
-leave no older copy of it behind in the same file.
+leave no older copy of it behind in the same file. The file carries a crc32c of its sealed
+part, so a damaged keyring is told apart from a wrong unseal key.
+
+The audit HMACs of a mount's values are keyed by a key derived from the mount's data key:
+destroying the data key makes them unverifiable too (a short value, a PIN, could otherwise
+be confirmed by guessing), while the store-wide audit key keeps paths comparable.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
 import time
 from dataclasses import dataclass, field
@@ -15,12 +22,15 @@ from pathlib import Path
 
 import msgpack
 
+from google_crc32c import value as crc32c
+
 from eventstore.crypto import Sealer, SealError, new_key
 from eventstore.errors import ShreddedError, UnsealError
 from eventstore.files import write_atomically
 
 KEYRING_FILE = "keyring"
-_MAGIC = b"VLKEYRG1"
+_MAGIC = b"VLKEYRG2"  # then the crc32c of the sealed part
+_OLD_MAGIC = b"VLKEYRG1"  # no checksum: damage and a wrong key look alike
 _AAD = b"vaultlog keyring v1"
 
 
@@ -83,6 +93,14 @@ class Keyring:
             sealer = self._sealers[("mount", mount_id)] = Sealer(key)
         return sealer
 
+    def value_hmac_key(self, mount_id: str) -> bytes:
+        """The key of the audit HMACs of a mount's values; ``ShreddedError`` once the
+        mount's data key was destroyed."""
+        key = self.mounts.get(mount_id)
+        if key is None:
+            raise ShreddedError(f"the data key of mount {mount_id} was destroyed")
+        return hmac.new(key, b"vaultlog value hmac", hashlib.sha256).digest()
+
     def add_term(self) -> int:
         """Install a new barrier key; old terms stay so old records remain readable."""
         term = self.term + 1
@@ -108,16 +126,24 @@ class Keyring:
             },
             use_bin_type=True,
         )
-        return _MAGIC + Sealer(unseal_key).seal(body, _AAD)
+        sealed = Sealer(unseal_key).seal(body, _AAD)
+        return _MAGIC + crc32c(sealed).to_bytes(4, "big") + sealed
 
     @classmethod
     def from_bytes(cls, raw: bytes, unseal_key: bytes) -> Keyring:
-        if not raw.startswith(_MAGIC):
-            raise UnsealError("keyring file is not a vaultlog keyring")
+        if raw.startswith(_MAGIC):
+            sealed = raw[len(_MAGIC) + 4 :]
+            if crc32c(sealed).to_bytes(4, "big") != raw[len(_MAGIC) : len(_MAGIC) + 4]:
+                raise UnsealError("the keyring is damaged: its checksum fails")
+            wrong = "wrong unseal key: it does not open this store's keyring"
+        elif raw.startswith(_OLD_MAGIC):
+            sealed, wrong = raw[len(_OLD_MAGIC) :], "keyring damaged, or wrong unseal key"
+        else:
+            raise UnsealError("the keyring is damaged: it is not a vaultlog keyring")
         try:
-            body = Sealer(unseal_key).open(raw[len(_MAGIC) :], _AAD)
+            body = Sealer(unseal_key).open(sealed, _AAD)
         except SealError:
-            raise UnsealError("wrong unseal key: it does not open this store's keyring") from None
+            raise UnsealError(wrong) from None
         fields = msgpack.unpackb(body, raw=False, strict_map_key=False)
         return cls(
             store_id=fields["store_id"],

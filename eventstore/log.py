@@ -1,4 +1,8 @@
-"""The append-only log: numbered segment files of records, one writer, many readers."""
+"""The file log: numbered segment files of records, one writer, many readers.
+
+A segment is a magic followed by records as the record codec writes them; each is named by
+the seq of its first record. A record's hint packs its segment's first seq and offset.
+"""
 
 from __future__ import annotations
 
@@ -9,30 +13,34 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from hashlib import sha256
 from pathlib import Path
-from typing import NamedTuple
 
 from google_crc32c import value as crc32c
 
-from eventstore.crypto import SealError
-from eventstore.errors import CorruptionError, ReadOnlyError, StoreError
+from eventstore.errors import CorruptionError, MissingRecordError, ReadOnlyError, StoreError
 from eventstore.files import fsync_dir, write_all
+from eventstore.interface import TornTail
 from eventstore.keyring import Keyring
 from eventstore.lock import WriterLock
 from eventstore.record import (
     GENESIS_HASH,
     HEADER,
     MIN_PAYLOAD,
+    NO_HINT,
     PREFIX,
     VERSION,
+    Frame,
+    Head,
     Header,
     Record,
     checksum_ok,
-    encode,
-    record_hash,
+    open_frame,
+    parse,
+    seal_batch,
 )
+
+__all__ = ["SEGMENT_MAGIC", "FileLog", "Frame", "Head", "SegmentScan", "segment_name"]
 
 SEGMENT_MAGIC = b"VLSEG001"
 SEGMENT_BYTES = 64 << 20
@@ -48,27 +56,19 @@ def segment_first_seq(name: str) -> int:
     return int(name[:20])
 
 
-@dataclass(frozen=True, slots=True)
-class Head:
-    """The last record's seq and hash: what an operator writes down to detect rewriting."""
-
-    seq: int
-    hash: bytes
-    timestamp: int = 0
-
-    def __str__(self) -> str:
-        return f"{self.seq}:{self.hash.hex()}"
+def make_hint(first_seq: int, offset: int) -> int:
+    """A record's hint: its segment's first seq and its offset, packed in 64 bits (0 if
+    they do not fit: the record is then found by seq)."""
+    if first_seq >= 1 << 32 or offset >= 1 << 32:
+        return NO_HINT
+    return first_seq << 32 | offset
 
 
-class Frame(NamedTuple):
-    """One well-formed record found on disk, not yet decrypted."""
-
-    segment: str
-    offset: int
-    end: int
-    header: Header
-    payload: bytes
-    hash: bytes
+def read_hint(hint: int) -> tuple[str, int] | None:
+    """The (segment, offset) a hint names, or None."""
+    if hint <= 0 or hint >= 1 << 64:
+        return None
+    return segment_name(hint >> 32), hint & 0xFFFFFFFF
 
 
 class SegmentScan:
@@ -92,6 +92,7 @@ class SegmentScan:
         self.name, self.data, self.first_seq = name, data, first_seq
         self.prev_hash, self.last, self.base = prev_hash, last, base
         self.torn_at: int | None = None
+        self.segment_seq = segment_first_seq(name) if _SEGMENT_NAME.match(name) else 0
 
     def _fail(self, what: str, pos: int, seq: int, kind: str = "corruption") -> CorruptionError:
         offset = self.base + pos
@@ -169,7 +170,8 @@ class SegmentScan:
                     "hash chain broken (previous record changed)", pos, seq, "rewritten history"
                 )
             prev = sha256(view[pos:end]).digest()
-            yield Frame(self.name, base + pos, base + end, header, payload, prev)
+            hint = make_hint(self.segment_seq, base + pos)
+            yield Frame(self.name, base + pos, base + end, header, payload, prev, hint)
             seq += 1
             pos = end
 
@@ -185,15 +187,13 @@ class FileLog:
         self._segment_size = 0
         self._broken: str | None = None
         self.head = Head(0, GENESIS_HASH)
-        # (segment, offset, seq) of an incomplete last record the last read stopped at
-        self.torn_tail: tuple[str, int, int] | None = None
+        self.head_hint = NO_HINT  # where the head record starts
+        self.torn_tail: TornTail | None = None  # what the last full scan stopped at
         self._cond = threading.Condition()  # guards writing, the head and group commit
         self._syncing = False
         self._durable_seq = 0
         self._durable_head = self.head
-        # (segment, offset) where the head record starts, for snapshots to resume from
-        self.head_at: tuple[str, int] | None = None
-        self._durable_at: tuple[str, int] | None = None
+        self._durable_hint = NO_HINT
         self._segment_name = ""
         self._durable_size = 0  # bytes of the open segment known to be on disk
 
@@ -210,7 +210,7 @@ class FileLog:
         try:
             log._recover_tail()
             log._durable_seq, log._durable_head = log.head.seq, log.head
-            log._durable_at = log.head_at
+            log._durable_hint = log.head_hint
         except BaseException:
             log.close()
             raise
@@ -244,31 +244,21 @@ class FileLog:
             if frame is not None:
                 h = frame.header
                 self.head = Head(h.seq, frame.hash, h.timestamp)
-                self.head_at = (frame.segment, frame.offset)
+                self.head_hint = frame.hint
                 break
         expected = self.head.seq + 1
         last_is_empty = frame is None or index != len(segments) - 1
         if last_is_empty and segments[-1][0] != expected:
             # An empty last segment must be the one the next record belongs in.
-            raise CorruptionError(
-                f"missing records: expected seq {expected} but segment starts at {segments[-1][0]}",
-                segment=segments[-1][1],
-                offset=0,
-                seq=expected,
-                kind="missing records",
-            )
+            raise _missing(expected, segments[-1])
 
     def _cut(self, name: str, offset: int) -> None:
         """Drop a torn tail: it was never acknowledged, since acknowledgement follows fsync."""
         path = self.directory / name
-        if offset == 0:
-            with open(path, "r+b") as f:
-                f.truncate(0)
-                f.write(SEGMENT_MAGIC)
-                os.fsync(f.fileno())
-            return
         with open(path, "r+b") as f:
             f.truncate(offset)
+            if offset == 0:
+                f.write(SEGMENT_MAGIC)
             os.fsync(f.fileno())
 
     def _read(self, name: str, offset: int = 0) -> bytes:
@@ -278,14 +268,13 @@ class FileLog:
 
     # ---- reading -------------------------------------------------------------------------
 
-    def frames(self, start: int = 1, at: tuple[str, int] | None = None) -> Iterator[Frame]:
+    def frames(self, start: int = 1, hint: int = NO_HINT) -> Iterator[Frame]:
         """Well-formed frames from seq ``start`` on, without decrypting.
 
         The hash chain is checked from ``start`` on; from seq 1 that covers the whole log.
-        ``at`` (segment, offset), where record ``start`` is said to begin, skips reading the
-        records before it; the caller checks the first frame is the one it expected.
-        A reader stops quietly at an incomplete record at the very end: a writer may be
-        in the middle of appending it.
+        ``hint``, one that record ``start`` came with, skips reading the records before it
+        in its segment. A reader stops quietly at an incomplete record at the very end: a
+        writer may be in the middle of appending it (``torn_tail`` says so).
         """
         self.torn_tail = None
         segments = self.segments()
@@ -296,20 +285,16 @@ class FileLog:
         expected = firsts[index]
         prev: bytes | None = GENESIS_HASH if expected == 1 else None
         base = 0
-        if at is not None and at[0] == segments[index][1] and at[1] > len(SEGMENT_MAGIC):
-            expected, prev, base = start, None, at[1]
+        place = read_hint(hint)
+        if place is not None and place[0] == segments[index][1] and place[1] > len(SEGMENT_MAGIC):
+            expected, prev, base = start, None, place[1]
+        reader = self._lock is None
         for i in range(index, len(segments)):
             first_seq, name = segments[i]
             if base:
                 first_seq = start
             if first_seq != expected:
-                raise CorruptionError(
-                    f"missing records: expected seq {expected} but segment starts at {first_seq}",
-                    segment=name,
-                    offset=0,
-                    seq=expected,
-                    kind="missing records",
-                )
+                raise _missing(expected, segments[i])
             scan = SegmentScan(
                 name,
                 self._read(name, base),
@@ -323,57 +308,61 @@ class FileLog:
                 prev = frame.hash
                 expected = frame.header.seq + 1
                 if frame.header.seq >= start:
+                    if reader:
+                        h = frame.header
+                        self.head, self.head_hint = Head(h.seq, frame.hash, h.timestamp), frame.hint
                     yield frame
             if scan.torn_at is not None:
-                self.torn_tail = (name, scan.torn_at, expected)
+                self.torn_tail = TornTail(expected, f"segment {name} at offset {scan.torn_at}")
 
     def open_frame(self, frame: Frame) -> Record:
         """Decrypt one frame under its key term."""
-        h = frame.header
-        try:
-            sealer = self.keyring.barrier(h.term)
-            payload = frame.payload
-            body = sealer.open(payload[HEADER.size :], payload[: HEADER.size])
-        except SealError:
-            raise CorruptionError(
-                "record fails authentication (wrong key or altered bytes)",
-                segment=frame.segment,
-                offset=frame.offset,
-                seq=h.seq,
-                kind="authentication failure",
-            ) from None
-        return Record(h.seq, h.timestamp, h.term, body, (frame.segment, frame.offset))
+        return open_frame(self.keyring, frame)
 
-    def frame_at(self, segment: str, offset: int, seq: int) -> Frame:
-        """Record ``seq``, said to start at ``offset`` of ``segment``, read on its own and
-        checked as a scan checks it, except for the hash chain: that needs the records
-        before it (decrypting it then checks the header is authentic)."""
-
-        def wrong(what: str) -> CorruptionError:
-            return CorruptionError(what, segment=segment, offset=offset, seq=seq)
-
-        if not _SEGMENT_NAME.match(segment) or offset < len(SEGMENT_MAGIC):
-            raise wrong("no record can start there")
-        try:
-            with open(self.directory / segment, "rb") as f:
-                f.seek(offset)
-                prefix = f.read(PREFIX.size)
-                length = PREFIX.unpack(prefix)[0] if len(prefix) == PREFIX.size else 0
-                data = prefix + f.read(length)
-        except FileNotFoundError:
-            raise wrong("no such segment") from None
-        scan = SegmentScan(segment, data, first_seq=seq, prev_hash=None, last=False, base=offset)
+    def frame(self, seq: int, hint: int = NO_HINT) -> Frame:
+        """Record ``seq`` read on its own, checked as a scan checks it but for its link to
+        the record before (decrypting it then checks the header is authentic). A hint that
+        does not lead to it is passed over: the record is looked for by seq."""
+        place = read_hint(hint)
+        if place is not None:
+            try:
+                return self._frame_at(*place, seq)
+            except (CorruptionError, OSError):
+                pass
+        segments = self.segments()
+        firsts = [first for first, _ in segments]
+        index = bisect.bisect_right(firsts, seq) - 1
+        if seq < 1 or index < 0:
+            raise MissingRecordError(f"the log holds no record {seq}")
+        first_seq, name = segments[index]
+        scan = SegmentScan(
+            name,
+            self._read(name),
+            first_seq=first_seq,
+            prev_hash=None,
+            last=index == len(segments) - 1,
+        )
         for frame in scan:
-            return frame
-        raise wrong("no record starts there")
+            if frame.header.seq == seq:
+                return frame
+        raise MissingRecordError(f"the log holds no record {seq}")
 
-    def records(self, start: int = 1) -> Iterator[Record]:
-        """Decrypted records from seq ``start`` on; tracks the head as it goes."""
-        for frame in self.frames(start):
-            record = self.open_frame(frame)
-            if self._lock is None:
-                self.head = Head(record.seq, frame.hash, record.timestamp)
-            yield record
+    def _frame_at(self, segment: str, offset: int, seq: int) -> Frame:
+        with open(self.directory / segment, "rb") as f:
+            f.seek(offset)
+            prefix = f.read(PREFIX.size)
+            length = PREFIX.unpack(prefix)[0] if len(prefix) == PREFIX.size else 0
+            data = prefix + f.read(length)
+        where = make_hint(segment_first_seq(segment), offset)
+        return parse(data, segment=segment, offset=offset, hint=where, seq=seq)
+
+    def records(self, start: int = 1, hint: int = NO_HINT) -> Iterator[Record]:
+        """Decrypted records from seq ``start`` on."""
+        for frame in self.frames(start, hint):
+            yield open_frame(self.keyring, frame)
+
+    def record(self, seq: int, hint: int = NO_HINT) -> Record:
+        return open_frame(self.keyring, self.frame(seq, hint))
 
     # ---- writing -------------------------------------------------------------------------
 
@@ -395,22 +384,16 @@ class FileLog:
                 return []
             if self._fd is None or self._segment_size >= SEGMENT_BYTES:
                 self._open_segment()
-            keyring, term = self.keyring, self.keyring.term
-            sealer = keyring.barrier(term)
-            timestamp = max(time.time_ns(), self.head.timestamp)
-            seq, prev = self.head.seq, self.head.hash
-            chunks, records = [], []
-            name, offset = self._segment_name, self._segment_size
-            for body in bodies:
-                seq += 1
-                raw = encode(
-                    body, seq=seq, timestamp=timestamp, term=term, prev_hash=prev, sealer=sealer
+            raws, records, head = seal_batch(self.keyring, bodies, self.head, time.time_ns())
+            first, offset = segment_first_seq(self._segment_name), self._segment_size
+            placed = []
+            for raw, record in zip(raws, records, strict=True):
+                placed.append(
+                    Record(record.seq, record.timestamp, record.term, record.body,
+                           make_hint(first, offset))
                 )
-                prev = record_hash(raw)
-                chunks.append(raw)
-                records.append(Record(seq, timestamp, term, body, (name, offset)))
                 offset += len(raw)
-            data = b"".join(chunks)
+            data = b"".join(raws)
             assert self._fd is not None
             try:
                 write_all(self._fd, data)
@@ -418,10 +401,10 @@ class FileLog:
                 with contextlib.suppress(OSError):  # leave no partial record behind if we can
                     os.ftruncate(self._fd, self._segment_size)
                 self._fail_writes(exc)
-            self.head_at = (self._segment_name, self._segment_size + len(data) - len(chunks[-1]))
+            self.head_hint = placed[-1].hint
             self._segment_size += len(data)
-            self.head = Head(seq, prev, timestamp)
-            return records
+            self.head = head
+            return placed
 
     def sync(self, seq: int) -> None:
         """Return once every record up to ``seq`` is on disk.
@@ -441,7 +424,7 @@ class FileLog:
                 if fd is None:  # nothing was ever written through this log
                     raise StoreError("nothing to sync: no segment is open")
                 self._syncing, target = True, self.head
-                size, target_at = self._segment_size, self.head_at
+                size, target_hint = self._segment_size, self.head_hint
                 self._cond.release()
                 try:
                     os.fdatasync(fd)
@@ -458,10 +441,10 @@ class FileLog:
                     with contextlib.suppress(OSError):
                         os.ftruncate(fd, self._durable_size)
                     self.head, self._segment_size = self._durable_head, self._durable_size
-                    self.head_at = self._durable_at
+                    self.head_hint = self._durable_hint
                     self._fail_writes(error)
                 self._durable_seq, self._durable_head = target.seq, target
-                self._durable_size, self._durable_at = size, target_at
+                self._durable_size, self._durable_hint = size, target_hint
 
     def _check_broken(self) -> None:
         if self._broken:
@@ -484,7 +467,7 @@ class FileLog:
             except OSError as exc:
                 self._fail_writes(exc)
             self._durable_seq, self._durable_head = self.head.seq, self.head
-            self._durable_at = self.head_at
+            self._durable_hint = self.head_hint
             os.close(self._fd)
             self._fd = None
         else:
@@ -520,3 +503,14 @@ class FileLog:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+
+
+def _missing(expected: int, segment: tuple[int, str]) -> CorruptionError:
+    first_seq, name = segment
+    return CorruptionError(
+        f"expected seq {expected} but segment starts at {first_seq}",
+        segment=name,
+        offset=0,
+        seq=expected,
+        kind="missing records",
+    )

@@ -32,6 +32,7 @@ from projections.state import (
     apply,
     replay,
 )
+from projections.store import Store
 
 __all__ = [
     "EVENT_TYPES",
@@ -56,6 +57,7 @@ __all__ = [
     "SecretDeleted",
     "SecretRead",
     "SecretWritten",
+    "Store",
     "StoreState",
     "UnknownEventError",
     "apply",

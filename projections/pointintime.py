@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from eventstore import CorruptionError, FileLog, Frame, Head, Keyring
+from eventstore import CorruptionError, Frame, Head, Keyring, LogReader
 from projections.events import decode
 from projections.snapshot import latest_snapshot
 from projections.state import MountData, StoreState, apply
@@ -19,17 +19,20 @@ class Rebuilt:
     state: StoreState
     head: Head | None  # the last record folded in; None for an empty log
     snapshot_seq: int  # the snapshot replay started from, 0 if none
-    head_at: tuple[str, int] | None = None  # (segment, offset) where the head record starts
+    head_hint: int = 0  # the log's hint for the head record
 
 
-def rebuild(log: FileLog, directory: Path, keyring: Keyring, until: int | None = None) -> Rebuilt:
-    """The state after record ``until`` (or the whole log), from the nearest snapshot.
+def rebuild(
+    log: LogReader, directory: Path | None, keyring: Keyring, until: int | None = None
+) -> Rebuilt:
+    """The state after record ``until`` (or the whole log), from the nearest snapshot in
+    ``directory`` (None: a store without snapshots).
 
     A snapshot counts only if the log still holds the record it names, with the same hash.
     """
-    snapshot = latest_snapshot(directory, keyring, until)
+    snapshot = latest_snapshot(directory, keyring, until) if directory is not None else None
     if snapshot is not None:
-        frames = log.frames(snapshot.head.seq, at=snapshot.at)
+        frames = log.frames(snapshot.head.seq, snapshot.hint)
         try:
             first = next(frames, None)
         except CorruptionError:  # the position it names is wrong: the snapshot is not used
@@ -43,19 +46,19 @@ def rebuild(log: FileLog, directory: Path, keyring: Keyring, until: int | None =
                 if isinstance(values, MountData):  # if its section proves damaged: the log
                     values.fallback = partial(_values_from_log, log, mount_id, snapshot.head.seq)
             return _fold(
-                log, frames, snapshot.state, snapshot.head, until, snapshot.head.seq, snapshot.at
+                log, frames, snapshot.state, snapshot.head, until, snapshot.head.seq, snapshot.hint
             )
-    return _fold(log, log.frames(1), StoreState(), None, until, 0, None)
+    return _fold(log, log.frames(1), StoreState(), None, until, 0, 0)
 
 
 def _fold(
-    log: FileLog,
+    log: LogReader,
     frames: Iterator[Frame],
     state: StoreState,
     head: Head | None,
     until: int | None,
     snapshot_seq: int,
-    head_at: tuple[str, int] | None,
+    head_hint: int,
 ) -> Rebuilt:
     last = None
     open_frame = log.open_frame
@@ -66,17 +69,17 @@ def _fold(
         last = frame
     if last is not None:
         head = Head(last.header.seq, last.hash, last.header.timestamp)
-        head_at = (last.segment, last.offset)
-    return Rebuilt(state, head, snapshot_seq, head_at)
+        head_hint = last.hint
+    return Rebuilt(state, head, snapshot_seq, head_hint)
 
 
-def _values_from_log(log: FileLog, mount_id: str, until: int) -> dict[str, bytes]:
+def _values_from_log(log: LogReader, mount_id: str, until: int) -> dict[str, bytes]:
     """A mount's values after record ``until``, replayed from the log alone."""
-    state = _fold(log, log.frames(1), StoreState(), None, until, 0, None).state
+    state = _fold(log, log.frames(1), StoreState(), None, until, 0, 0).state
     return dict(state.data[mount_id])
 
 
-def seq_at_time(log: FileLog, nanos: int) -> int:
+def seq_at_time(log: LogReader, nanos: int) -> int:
     """The last seq whose record was appended at or before ``nanos`` (0 if none).
 
     Headers are plaintext, so this reads no ciphertext; timestamps never go backwards.

@@ -25,7 +25,6 @@ import msgpack
 
 from eventstore import Head, Keyring, ShreddedError
 from eventstore.files import write_atomically
-from eventstore.log import segment_first_seq, segment_name
 from projections.state import (
     Intent,
     Lease,
@@ -37,10 +36,10 @@ from projections.state import (
 )
 
 SNAPSHOT_DIR = "snapshots"
-_MAGIC = b"VLSNAP02"
-# seq, timestamp, key term, hash of the record at seq, and where that record starts in the
-# log (first seq of its segment, offset), so replay resumes there without reading before it
-_HEADER = struct.Struct(">QQI32sQQ")
+_MAGIC = b"VLSNAP03"  # 02 kept file positions; such files are passed over and rebuilt
+# seq, timestamp, key term, hash of the record at seq, and the log's hint for that record,
+# so replay resumes there without reading before it
+_HEADER = struct.Struct(">QQI32sQ")
 _TABLE_LENGTH = struct.Struct(">I")
 
 
@@ -48,7 +47,7 @@ _TABLE_LENGTH = struct.Struct(">I")
 class Snapshot:
     state: StoreState
     head: Head
-    at: tuple[str, int] | None  # (segment file, offset) of the record at head.seq
+    hint: int  # the log's hint for the record at head.seq (0: none)
 
 
 def snapshot_dir(directory: Path) -> Path:
@@ -69,9 +68,9 @@ def write_snapshot(
     keyring: Keyring,
     state: StoreState,
     head: Head,
-    at: tuple[str, int] | None = None,
+    hint: int = 0,
 ) -> None:
-    """Seal ``state`` (which stands at ``head``, found at ``at``) into a snapshot file."""
+    """Seal ``state`` (which stands at ``head``, whose record has ``hint``) into a file."""
     assert state.seq == head.seq
     sections, places = [], {}
     offset = 0
@@ -92,8 +91,7 @@ def write_snapshot(
         use_bin_type=True,
     )
     term = keyring.term
-    segment, offset = (segment_first_seq(at[0]), at[1]) if at else (0, 0)
-    header = _HEADER.pack(head.seq, head.timestamp, term, head.hash, segment, offset)
+    header = _HEADER.pack(head.seq, head.timestamp, term, head.hash, hint)
     sealed = keyring.barrier(term).seal(table, "snapshot", header)
     folder = snapshot_dir(directory)
     folder.mkdir(mode=0o700, exist_ok=True)
@@ -123,7 +121,7 @@ def _read(f: BinaryIO, keyring: Keyring, seq: int, lazy: bool) -> Snapshot:
     if not prefix.startswith(_MAGIC) or len(prefix) < len(_MAGIC) + _HEADER.size + 4:
         raise ValueError("not a snapshot of this version")
     header = prefix[len(_MAGIC) : len(_MAGIC) + _HEADER.size]
-    found_seq, timestamp, term, record_hash, segment, offset = _HEADER.unpack(header)
+    found_seq, timestamp, term, record_hash, hint = _HEADER.unpack(header)
     if found_seq != seq:
         raise ValueError("snapshot file name and contents disagree")
     (length,) = _TABLE_LENGTH.unpack_from(prefix, len(_MAGIC) + _HEADER.size)
@@ -141,8 +139,7 @@ def _read(f: BinaryIO, keyring: Keyring, seq: int, lazy: bool) -> Snapshot:
             raise ShreddedError(f"the data key of mount {mount_id} was destroyed")
         load = partial(_section, f, keyring, mount_id, seq, base + start, size)
         state.data[mount_id] = MountData(load, count) if lazy else load()
-    at = (segment_name(segment), offset) if segment else None
-    return Snapshot(state, Head(seq, record_hash, timestamp), at)
+    return Snapshot(state, Head(seq, record_hash, timestamp), hint)
 
 
 def _section(

@@ -20,15 +20,14 @@ from typing import BinaryIO
 from google_crc32c import value as crc32c
 
 from eventstore.files import write_atomically
-from eventstore.log import segment_first_seq, segment_name
 
 RUN_FILE = "versions.run"
 BLOCK = 128  # entries per block: 5,120 bytes
-ENTRY = struct.Struct(">16sQQQ")  # tag, seq, first seq of the segment, offset
-_WHERE = struct.Struct(">QQQ")
-_MAGIC = b"VLVRUN01"
-# magic, run tag, covered seq, its segment, offset, entry count, crc32c of the directory
-_HEADER = struct.Struct(">8s16sQQQQI")
+ENTRY = struct.Struct(">16sQQ")  # tag, seq, the log's hint for the record
+_WHERE = struct.Struct(">QQ")
+_MAGIC = b"VLVRUN02"  # 01 kept file positions; such runs are passed over and rebuilt
+# magic, run tag, covered seq, its hint, entry count, crc32c of the directory
+_HEADER = struct.Struct(">8s16sQQQI")
 _HEADER_CRC = struct.Struct(">I")
 _DIRECTORY = struct.Struct(">16sI")  # a block's first tag and crc32c
 
@@ -44,12 +43,13 @@ class SortedRun:
         self,
         path: Path,
         covered: int,
-        covered_at: tuple[str, int],
+        covered_hint: int,
         count: int,
         first_tags: list[bytes],
         crcs: list[int],
     ) -> None:
-        self.path, self.covered, self.covered_at, self.count = path, covered, covered_at, count
+        self.path, self.covered, self.count = path, covered, count
+        self.covered_hint = covered_hint
         self._first_tags, self._crcs = first_tags, crcs
         self._blocks_at = _HEADER.size + _HEADER_CRC.size + len(crcs) * _DIRECTORY.size
 
@@ -66,7 +66,7 @@ class SortedRun:
                 (header_crc,) = _HEADER_CRC.unpack_from(head, _HEADER.size)
                 if crc32c(head[: _HEADER.size]) != header_crc:
                     raise RunDamaged("header checksum")
-                magic, tag, covered, first, offset, count, dir_crc = _HEADER.unpack_from(head)
+                magic, tag, covered, hint, count, dir_crc = _HEADER.unpack_from(head)
                 if magic != _MAGIC or tag != run_tag:
                     raise RunDamaged("not a sorted run of this store")
                 blocks = -(-count // BLOCK)
@@ -79,7 +79,7 @@ class SortedRun:
         for tag, crc in _DIRECTORY.iter_unpack(listing):
             first_tags.append(tag)
             crcs.append(crc)
-        return cls(path, covered, (segment_name(first), offset), count, first_tags, crcs)
+        return cls(path, covered, hint, count, first_tags, crcs)
 
     def _blocks(self, f: BinaryIO, first: int, last: int) -> Iterator[bytes]:
         """Blocks ``first`` to ``last`` (inclusive), each checked against its crc."""
@@ -90,12 +90,12 @@ class SortedRun:
                 raise RunDamaged(f"block {block} checksum")
             yield data
 
-    def find(self, tag: bytes, seq: int) -> list[tuple[int, tuple[str, int]]]:
-        """``(seq, (segment, offset))`` of every entry with ``tag`` up to ``seq``."""
+    def find(self, tag: bytes, seq: int) -> list[tuple[int, int]]:
+        """``(seq, hint)`` of every entry with ``tag`` up to ``seq``."""
         tags = self._first_tags
         first = max(bisect.bisect_left(tags, tag) - 1, 0)
         last = bisect.bisect_right(tags, tag) - 1
-        found: list[tuple[int, tuple[str, int]]] = []
+        found: list[tuple[int, int]] = []
         if last < 0:
             return found
         with open(self.path, "rb") as f:
@@ -114,18 +114,18 @@ class SortedRun:
 
 def tagged(
     data: bytes | bytearray, tag: bytes, seq: int, end: int | None = None
-) -> list[tuple[int, tuple[str, int]]]:
-    """``(seq, (segment, offset))`` of the entries in ``data`` (up to ``end``) with ``tag``,
+) -> list[tuple[int, int]]:
+    """``(seq, hint)`` of the entries in ``data`` (up to ``end``) with ``tag``,
     up to ``seq``; one tag's entries are in seq order, wherever they are."""
     end = len(data) if end is None else end
     found = []
     pos = data.find(tag, 0, end)
     while pos != -1:
         if pos % ENTRY.size == 0:
-            at, first, offset = _WHERE.unpack_from(data, pos + 16)
+            at, hint = _WHERE.unpack_from(data, pos + 16)
             if at > seq:
                 break
-            found.append((at, (segment_name(first), offset)))
+            found.append((at, hint))
         pos = data.find(tag, pos + 1, end)
     return found
 
@@ -141,15 +141,13 @@ def write_run(
     run_tag: bytes,
     entries: list[bytes],
     covered: int,
-    covered_at: tuple[str, int],
+    covered_hint: int,
 ) -> None:
     """Write ``entries`` (sorted) as the run covering the records up to ``covered``."""
     size = BLOCK * ENTRY.size
     body = b"".join(entries)
     blocks = [body[pos : pos + size] for pos in range(0, len(body), size)]
     listing = b"".join(_DIRECTORY.pack(block[:16], crc32c(block)) for block in blocks)
-    segment, offset = covered_at
-    first = segment_first_seq(segment)
-    header = _HEADER.pack(_MAGIC, run_tag, covered, first, offset, len(entries), crc32c(listing))
+    header = _HEADER.pack(_MAGIC, run_tag, covered, covered_hint, len(entries), crc32c(listing))
     data = header + _HEADER_CRC.pack(crc32c(header)) + listing + body
     write_atomically(directory / RUN_FILE, data)

@@ -101,6 +101,18 @@ class MountTable:
         mount_id = self.by_path.get(path)
         return None if mount_id is None else self.by_id[mount_id]
 
+    def route(self, path: str) -> tuple[Mount, str] | None:
+        """The mount serving ``path`` (the longest mount point it starts with) and the
+        path inside that mount, or None."""
+        candidate = path if path.endswith("/") else path + "/"
+        end = len(candidate)
+        while end > 0:
+            mount = self.at(candidate[:end])
+            if mount is not None:
+                return mount, path[len(mount.path) :]
+            end = candidate.rfind("/", 0, end - 1) + 1
+        return None
+
     def sorted(self) -> list[Mount]:
         return sorted(self.by_id.values(), key=lambda m: m.path)
 

@@ -7,9 +7,8 @@ last write or delete of that path at or before S.
 
 The index is two files beside the log, derived from it like snapshots:
 
-- ``versions.idx``, appended to: a magic, then 40-byte entries ``tag | seq | segment |
-  offset`` (the record's seq, the first seq of its segment, the offset it starts at), in
-  seq order, and checkpoints;
+- ``versions.idx``, appended to: a magic, then 32-byte entries ``tag | seq | hint`` (the
+  record's seq and the log's opaque hint for finding it), in seq order, and checkpoints;
 - ``versions.run`` (``projections.sortedrun``): the entries up to some seq, sorted by tag
   in checksummed blocks. When the appended entries reach a quarter of the run (and at
   least ``COMPACT_MIN``), the writer merges them into a new run and starts the appended
@@ -41,16 +40,15 @@ from __future__ import annotations
 
 import hmac
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
 from google_crc32c import extend
 from google_crc32c import value as crc32c
 
-from eventstore import CorruptionError, FileLog, Record
+from eventstore import CorruptionError, LogReader, MissingRecordError, Record
 from eventstore.files import write_all, write_atomically
-from eventstore.log import segment_first_seq, segment_name
 from projections.events import (
     Event,
     MountCreated,
@@ -69,18 +67,15 @@ from projections.sortedrun import (
     tagged,
     write_run,
 )
-from projections.state import Mount, MountTable, StoreState, apply
+from projections.state import StoreState, apply
 
 INDEX_FILE = "versions.idx"
 _TAIL_ENTRIES = 4096  # how far back from its end a writer looks for the last checkpoint
-_MAGIC = b"VLVIX001"
+_MAGIC = b"VLVIX002"  # 001 kept file positions; such files are passed over and rebuilt
 COMPACT_MIN = 65_536  # appended entries worth merging into the sorted run
 _TAG_CACHE = 65_536
 ENTRY_SIZE = _ENTRY.size
 _MOUNT_EVENTS = (MountCreated, MountMoved, MountRemoved)
-
-# A router: the mount serving a path in a mount table, and the path inside it.
-Route = Callable[[MountTable, str], tuple[Mount, str] | None]
 
 
 class IndexMismatch(Exception):
@@ -105,7 +100,7 @@ class VersionIndex:
         self.data: bytes | bytearray = bytearray()
         self.end = 0
         self.covered = 0  # every record up to this seq is indexed
-        self.covered_at: tuple[str, int] | None = None  # where record ``covered`` starts
+        self.covered_hint = 0  # the log's hint for record ``covered``
 
     # ---- reading -------------------------------------------------------------------------
 
@@ -130,9 +125,9 @@ class VersionIndex:
         if crc32c(data) != checkpoint.crc or checkpoint.base > _covered(index.run):
             return None  # damaged, or the run that held the entries before it is gone
         index.data, index.end = data, len(data)
-        index.covered, index.covered_at = checkpoint.seq, checkpoint.at
+        index.covered, index.covered_hint = checkpoint.seq, checkpoint.hint
         if index.run is not None and index.run.covered >= index.covered:
-            index.covered, index.covered_at = index.run.covered, index.run.covered_at
+            index.covered, index.covered_hint = index.run.covered, index.run.covered_hint
         return index
 
     def tag(self, mount_id: str, path: str) -> bytes:
@@ -144,8 +139,8 @@ class VersionIndex:
             found = self._tags[mount_id, path] = hmac.digest(self._key, text, "sha256")[:16]
         return found
 
-    def find(self, tag: bytes, seq: int) -> list[tuple[int, tuple[str, int]]]:
-        """``(seq, (segment, offset))`` of every entry with ``tag`` up to ``seq``, in seq
+    def find(self, tag: bytes, seq: int) -> list[tuple[int, int]]:
+        """``(seq, hint)`` of every entry with ``tag`` up to ``seq``, in seq
         order. Raises ``IndexMismatch`` if a block of the run it reads is damaged."""
         found, floor = [], 0
         if self.run is not None:
@@ -165,7 +160,7 @@ class VersionIndex:
         found += (e for e in entries if not e.startswith(markers) and entry_seq(e) > floor)
         return found
 
-    def state_for_read(self, log: FileLog, route: Route, path: str, seq: int) -> StoreState:
+    def state_for_read(self, log: LogReader, path: str, seq: int) -> StoreState:
         """The mount table at ``seq`` and the value ``path`` had then, nothing else.
 
         Records after the index's coverage are read from the log. Raises ``IndexMismatch``
@@ -178,7 +173,7 @@ class VersionIndex:
             if isinstance(event, _MOUNT_EVENTS):
                 apply(state, event)
         state.seq = seq
-        found = route(state.mounts, path)
+        found = state.mounts.route(path)
         if found is None:
             return state
         mount, relative = found
@@ -187,44 +182,44 @@ class VersionIndex:
             state.data[mount.id][relative] = value
         return state
 
-    def value_at(self, log: FileLog, mount_id: str, path: str, seq: int) -> bytes | None:
+    def value_at(self, log: LogReader, mount_id: str, path: str, seq: int) -> bytes | None:
         """The sealed value ``path`` of a mount had at ``seq``, None if it had none."""
         later = self._events_after(log, seq) if seq > self.covered else []
         return self._value(log, mount_id, path, min(seq, self.covered), later)
 
     def _value(
-        self, log: FileLog, mount_id: str, path: str, indexed: int, later: list[Event]
+        self, log: LogReader, mount_id: str, path: str, indexed: int, later: list[Event]
     ) -> bytes | None:
         versions = self._versions(log, mount_id, path, indexed, last_only=True)
         versions += [e for e in later if _is_version(e, mount_id, path)]
         last = versions[-1] if versions else None
         return last.value if isinstance(last, SecretWritten) else None
 
-    def _mount_events(self, log: FileLog, seq: int) -> list[Event]:
+    def _mount_events(self, log: LogReader, seq: int) -> list[Event]:
         """The indexed mount events up to ``seq``, read from the log."""
         events: list[Event] = []
-        for at_seq, (segment, offset) in self.find(self.mounts_tag, seq):
-            event = _event_at(log, segment, offset, at_seq)
+        for at_seq, hint in self.find(self.mounts_tag, seq):
+            event = _event_at(log, at_seq, hint)
             if not isinstance(event, _MOUNT_EVENTS):
                 raise IndexMismatch(f"record {at_seq} is not a mount event")
             events.append(event)
         return events
 
     def _versions(
-        self, log: FileLog, mount_id: str, path: str, seq: int, *, last_only: bool = False
+        self, log: LogReader, mount_id: str, path: str, seq: int, *, last_only: bool = False
     ) -> list[Event]:
         """The indexed writes and deletes of ``path`` in a mount up to ``seq`` (only the
         last, with ``last_only``), read from the log."""
         found = self.find(self.tag(mount_id, path), seq)
         events = []
-        for at_seq, (segment, offset) in found[-1:] if last_only else found:
-            event = _event_at(log, segment, offset, at_seq)
+        for at_seq, hint in found[-1:] if last_only else found:
+            event = _event_at(log, at_seq, hint)
             if not _is_version(event, mount_id, path):
                 raise IndexMismatch(f"record {at_seq} is not a version of {path}")
             events.append(event)
         return events
 
-    def history_events(self, log: FileLog, path: str) -> list[Event]:
+    def history_events(self, log: LogReader, path: str) -> list[Event]:
         """Every mount event, and every write or delete of a value that was ever at
         ``path`` (under any mount that ever had a mount point it starts with), in seq
         order; with the events after the index's coverage, unfiltered."""
@@ -240,21 +235,21 @@ class VersionIndex:
             versions += self._versions(log, mount_id, relative, self.covered)
         return sorted((*mounts, *versions), key=lambda e: e.seq) + later
 
-    def _events_after(self, log: FileLog, seq: int) -> list[Event]:
+    def _events_after(self, log: LogReader, seq: int) -> list[Event]:
         """The events after the index's coverage, up to ``seq``, read from the log."""
         return [decode(record) for record in self.records_after(log, seq)]
 
-    def records_after(self, log: FileLog, seq: int | None = None) -> Iterator[Record]:
+    def records_after(self, log: LogReader, seq: int | None = None) -> Iterator[Record]:
         """The records after the index's coverage (up to ``seq``), read from the log."""
-        for frame in log.frames(self.covered or 1, at=self.covered_at):
+        for frame in log.frames(self.covered or 1, self.covered_hint):
             if seq is not None and frame.header.seq > seq:
                 return
             if frame.header.seq > self.covered:
                 yield log.open_frame(frame)
 
-    def append(self, tag: bytes, seq: int, at: tuple[str, int]) -> None:
+    def append(self, tag: bytes, seq: int, hint: int) -> None:
         assert isinstance(self.data, bytearray)  # a writer's
-        self.data += _entry(tag, seq, at)
+        self.data += _entry(tag, seq, hint)
         self.end = len(self.data)
 
 
@@ -265,7 +260,7 @@ class IndexWriter:
     same however long the index is; ``VersionIndex.load`` reads and checks all of it.
     """
 
-    def __init__(self, directory: Path, audit_key: bytes, log: FileLog | None = None) -> None:
+    def __init__(self, directory: Path, audit_key: bytes, log: LogReader | None = None) -> None:
         self.directory, self._audit_key, self._log = directory, audit_key, log
         self.index = VersionIndex(directory / INDEX_FILE, audit_key)
         self.saved = len(_MAGIC)  # bytes of the appended file trusted
@@ -277,7 +272,7 @@ class IndexWriter:
 
     @classmethod
     def open(
-        cls, directory: Path, audit_key: bytes, log: FileLog, *, rebuild: bool = False
+        cls, directory: Path, audit_key: bytes, log: LogReader, *, rebuild: bool = False
     ) -> IndexWriter:
         """The writer of a store's index, for a writer holding the store's lock: what of the
         file can be trusted, then what the log holds beyond it, indexed now (all of the log
@@ -300,9 +295,9 @@ class IndexWriter:
         self.saved, self._crc, self._checkpointed = len(_MAGIC), 0, 0
         self._appended = self._run_count = 0
         index = self.index
-        index.data, index.end, index.covered, index.covered_at = bytearray(), 0, 0, None
+        index.data, index.end, index.covered, index.covered_hint = bytearray(), 0, 0, 0
 
-    def _resume(self, log: FileLog) -> bool:
+    def _resume(self, log: LogReader) -> bool:
         """Take the coverage from the run's header and the appended file's last checkpoint
         (its tail), if the records they name are in the log where they say."""
         index = self.index
@@ -315,37 +310,36 @@ class IndexWriter:
         if checkpoint is None or checkpoint.base > _covered(run):
             return False
         if run is not None:
-            if not _in_log(log, run.covered, run.covered_at):
+            if not _in_log(log, run.covered, run.covered_hint):
                 return False
             self._run_count = run.count
-            index.covered, index.covered_at = run.covered, run.covered_at
-        if checkpoint.at is not None and checkpoint.seq > index.covered:
-            if not _in_log(log, checkpoint.seq, checkpoint.at):
+            index.covered, index.covered_hint = run.covered, run.covered_hint
+        if checkpoint.seq > index.covered:
+            if not _in_log(log, checkpoint.seq, checkpoint.hint):
                 return False
             self.saved = checkpoint.offset + _ENTRY.size
             self._crc = extend(checkpoint.crc, checkpoint.entry)
             self._appended = (self.saved - len(_MAGIC)) // _ENTRY.size
-            index.covered, index.covered_at = checkpoint.seq, checkpoint.at
+            index.covered, index.covered_hint = checkpoint.seq, checkpoint.hint
         # (else the appended file is empty, or holds only what the run has taken in: a
         # crash came between writing the run and starting the file afresh; truncated.)
         self._checkpointed = index.covered
         return True
 
-    def index_log(self, log: FileLog) -> None:
+    def index_log(self, log: LogReader) -> None:
         """Index the records the log holds beyond the coverage, and save them."""
         for record in list(self.index.records_after(log)):
-            self.add(decode(record), record.at)
+            self.add(decode(record), record.hint)
         self.save()
 
-    def add(self, event: Event, at: tuple[str, int] | None) -> None:
-        """Index one event just appended at ``at``."""
-        assert at is not None
+    def add(self, event: Event, hint: int) -> None:
+        """Index one event just appended, whose record came with ``hint``."""
         index = self.index
         if isinstance(event, SecretWritten | SecretDeleted):
-            index.append(index.tag(event.mount_id, event.path), event.seq, at)
+            index.append(index.tag(event.mount_id, event.path), event.seq, hint)
         elif isinstance(event, _MOUNT_EVENTS):
-            index.append(index.mounts_tag, event.seq, at)
-        index.covered, index.covered_at = event.seq, at
+            index.append(index.mounts_tag, event.seq, hint)
+        index.covered, index.covered_hint = event.seq, hint
 
     @property
     def unsaved(self) -> int:
@@ -360,12 +354,12 @@ class IndexWriter:
         one indexes again from the last checkpoint that made it to disk.
         """
         index = self.index
-        if self._fd is None or index.covered_at is None or self._checkpointed == index.covered:
+        if self._fd is None or index.covered == 0 or self._checkpointed == index.covered:
             return
         pending = bytes(index.data)
         checksum = extend(self._crc, pending)
         tag = index.checkpoint_tag + checksum.to_bytes(4)
-        checkpoint = _entry(tag, index.covered, index.covered_at)
+        checkpoint = _entry(tag, index.covered, index.covered_hint)
         try:
             if pending:
                 write_all(self._fd, pending)
@@ -390,7 +384,7 @@ class IndexWriter:
         """
         saved = VersionIndex.load(self.directory, self._audit_key)
         try:
-            if saved is None or saved.covered != self.index.covered or saved.covered_at is None:
+            if saved is None or saved.covered != self.index.covered or saved.covered == 0:
                 raise RunDamaged("the index does not load")
             entries = sorted(saved.entries())
         except RunDamaged:  # damaged since this writer resumed it: index the log again
@@ -398,7 +392,7 @@ class IndexWriter:
                 self._start_afresh()
                 self.index_log(self._log)
             return
-        covered, at = saved.covered, saved.covered_at
+        covered, at = saved.covered, saved.covered_hint
         # The file starts afresh with a base: its entries follow the run's, seq ``covered``.
         base = _entry(self.index.base_tag, covered, at)
         tag = self.index.checkpoint_tag + crc32c(base).to_bytes(4)
@@ -420,11 +414,28 @@ class IndexWriter:
             self._fd = None
 
 
+def saved_coverage(directory: Path, audit_key: bytes) -> int:
+    """The seq the saved index says it covers, read from the run's header and the
+    appended file's last checkpoint (keyed tags: not something another store could
+    leave): evidence of how far the log once reached. 0 if there is no index."""
+    index = VersionIndex(directory / INDEX_FILE, audit_key)
+    try:
+        run = SortedRun.open(directory, index.run_tag)
+    except RunDamaged:
+        run = None
+    try:
+        with open(index.path, "rb") as f:
+            checkpoint = _last_checkpoint(f, index.checkpoint_tag, index.base_tag)
+    except FileNotFoundError:
+        checkpoint = None
+    return max(_covered(run), checkpoint.seq if checkpoint is not None else 0)
+
+
 class _Checkpoint(NamedTuple):
     offset: int  # in the file
     crc: int  # of every entry before it
     seq: int
-    at: tuple[str, int] | None  # None: an index with no entries
+    hint: int  # of the record at seq; seq 0: an index with no entries
     entry: bytes
     base: int  # the seq the entries follow (the sorted run's coverage); 0: the first
 
@@ -436,7 +447,7 @@ def _last_checkpoint(f: BinaryIO, tag: bytes, base_tag: bytes) -> _Checkpoint | 
         return None
     whole = len(_MAGIC) + (size - len(_MAGIC)) // _ENTRY.size * _ENTRY.size
     if whole == len(_MAGIC):
-        return _Checkpoint(len(_MAGIC), 0, 0, None, b"", 0)
+        return _Checkpoint(len(_MAGIC), 0, 0, 0, b"", 0)
     opening = f.read(_ENTRY.size)
     base = entry_seq(opening) if opening.startswith(base_tag) else 0
     start = max(len(_MAGIC), whole - _TAIL_ENTRIES * _ENTRY.size)
@@ -444,29 +455,28 @@ def _last_checkpoint(f: BinaryIO, tag: bytes, base_tag: bytes) -> _Checkpoint | 
     tail = f.read(whole - start)
     for pos in range(len(tail) - _ENTRY.size, -1, -_ENTRY.size):
         if tail.startswith(tag, pos):
-            checksum, seq, first, offset = _ENTRY.unpack_from(tail, pos)
+            checksum, seq, hint = _ENTRY.unpack_from(tail, pos)
             entry = tail[pos : pos + _ENTRY.size]
             crc = int.from_bytes(checksum[12:])
-            at = (segment_name(first), offset)
-            return _Checkpoint(start + pos, crc, seq, at, entry, base)
+            return _Checkpoint(start + pos, crc, seq, hint, entry, base)
     return None
 
 
-def _entry(tag: bytes, seq: int, at: tuple[str, int]) -> bytes:
-    return _ENTRY.pack(tag, seq, segment_first_seq(at[0]), at[1])
+def _entry(tag: bytes, seq: int, hint: int) -> bytes:
+    return _ENTRY.pack(tag, seq, hint)
 
 
 def _covered(run: SortedRun | None) -> int:
     return 0 if run is None else run.covered
 
 
-def _in_log(log: FileLog, seq: int, at: tuple[str, int]) -> bool:
-    """Whether record ``seq`` is in the log where ``at`` says."""
+def _in_log(log: LogReader, seq: int, hint: int) -> bool:
+    """Whether the log holds record ``seq`` (``hint`` helps find it)."""
     if seq > log.head.seq:
         return False
     try:
-        log.open_frame(log.frame_at(*at, seq))
-    except CorruptionError:
+        log.record(seq, hint)
+    except (CorruptionError, MissingRecordError):
         return False
     return True
 
@@ -479,5 +489,8 @@ def _is_version(event: Event, mount_id: str, path: str) -> bool:
     )
 
 
-def _event_at(log: FileLog, segment: str, offset: int, seq: int) -> Event:
-    return decode(log.open_frame(log.frame_at(segment, offset, seq)))
+def _event_at(log: LogReader, seq: int, hint: int) -> Event:
+    try:
+        return decode(log.record(seq, hint))
+    except MissingRecordError:
+        raise IndexMismatch(f"the log holds no record {seq}") from None

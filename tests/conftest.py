@@ -12,10 +12,33 @@ from pathlib import Path
 
 import pytest
 
-from backends import Core
+from backends import Core, Registry
 from eventstore import decode_unseal_key, new_key
-from projections import Event, decode
+from projections import Event, Store
 from tests.iam_endpoint import IamProxy, MotoServer
+
+
+def open_core(
+    directory: Path,
+    unseal_key: bytes,
+    *,
+    write: bool,
+    lock_timeout: float = 30.0,
+    snapshot_every: int | None = None,
+) -> Core:
+    """A Core over the store in ``directory``, as the embedded front door opens one (a
+    writer also runs what opening for writing runs: expiry, rollback). Close it with
+    ``core.store.close()``."""
+    extra = {} if snapshot_every is None else {"snapshot_every": snapshot_every}
+    store = Store.open(directory, unseal_key, write=write, lock_timeout=lock_timeout, **extra)
+    core = Core(store, Registry())
+    if write:
+        try:
+            core.maintain()
+        except BaseException:
+            store.close()
+            raise
+    return core
 
 
 def vault_executable() -> str:
@@ -63,9 +86,9 @@ class VaultCLI:
 
     def events(self) -> list[Event]:
         """Every event in the store's log, read-only (opening runs no expiry)."""
-        reader = Core.open(self.data_dir, self.unseal_key(), write=False)
+        reader = Store.open(self.data_dir, self.unseal_key(), write=False)
         try:
-            return [decode(record) for record in reader.log.records()]
+            return list(reader.events())
         finally:
             reader.close()
 
@@ -95,11 +118,11 @@ def unseal_key() -> bytes:
 @pytest.fixture
 def core(tmp_path: Path, unseal_key: bytes) -> Iterator[Core]:
     """A writable store opened in-process."""
-    opened = Core.open(tmp_path / "store", unseal_key, write=True)
+    opened = open_core(tmp_path / "store", unseal_key, write=True)
     try:
         yield opened
     finally:
-        opened.close()
+        opened.store.close()
 
 
 @pytest.fixture(scope="session")

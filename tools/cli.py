@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
 
-from backends import Core, Request, RequestError, Response, actor
-from backends.core import WriterNeeded
+from backends import Request, RequestError, Response
 from backends.request import Operation
 from eventstore import VaultlogError
+from eventstore.keyring import KEYRING_FILE
 from tools.config import locate_store
-from tools.output import columns, rfc3339, secret_json, secret_table, text
+from tools.output import columns, escape, rfc3339, secret_json, secret_table, text
+from tools.transport import EmbeddedTransport, Transport
 
 app = typer.Typer(
     add_completion=False,
@@ -50,71 +48,58 @@ def vault_style_flags(args: list[str]) -> list[str]:
     return out
 
 
-@contextmanager
-def open_store(*, write: bool) -> Iterator[Core]:
-    location = locate_store()
-    timeout = float(os.environ.get("VAULTLOG_LOCK_TIMEOUT", "30"))
-    core = Core.open(location.directory, location.unseal_key, write=write, lock_timeout=timeout)
+def transport() -> Transport:
+    """How this process reaches the store: embedded, in-process."""
+    return EmbeddedTransport(locate_store())
+
+
+def call(
+    operation: Operation,
+    path: str,
+    data: dict[str, Any] | None = None,
+    *,
+    at: str = "",
+    error_prefix: str,
+    exit_code: int = 1,
+) -> Response:
+    """Send one request, turning a request error into one line; warnings go to stderr."""
+    request = Request(operation, path, data or {}, at=at)
     try:
-        yield core
-    finally:
-        core.close()
-
-
-def call(request: Request, *, write: bool, error_prefix: str, exit_code: int = 1) -> Response:
-    """Serve one request against the store, turning request errors into one line.
-
-    A read that turns out to change the store (issuing aws credentials) is served again
-    with the store opened for writing.
-    """
-    try:
-        try:
-            with open_store(write=write) as core:
-                return core.handle(request)
-        except WriterNeeded:
-            with open_store(write=True) as core:
-                return core.handle(request)
+        response = transport().handle(request)
     except RequestError as exc:
         raise CommandFailed(f"{error_prefix}: {exc}", exit_code) from None
-
-
-def request(operation: Operation, path: str, data: dict[str, Any] | None = None) -> Request:
-    return Request(operation, path.lstrip("/"), data or {}, actor=actor())
+    for warning in response.warnings:
+        print(f"Warning: {warning}", file=sys.stderr)
+    return response
 
 
 @app.command()
 def init() -> None:
     """Create the store explicitly and print where its data and unseal key live."""
     location = locate_store()
-    from eventstore.keyring import KEYRING_FILE
-
     if (location.directory / KEYRING_FILE).exists():
         raise CommandFailed(f"Error: a store already exists in {location.directory}", 1)
-    with open_store(write=True) as core:
-        head = core.log.head
+    head = call("read", "sys/vaultlog/head", error_prefix="Error")
     print(f"Initialized a new vaultlog store in {location.directory}")
     print(f"Unseal key: {location.key_source}")
-    print(f"Log head: {head}")
+    print(f"Log head: {(head.data or {})['head']}")
 
 
 @app.command()
 def mount(
     backend_type: Annotated[str, typer.Argument(metavar="TYPE")],
-    path: Annotated[str, typer.Option(help="Mount point (default: the type's name).")] = "",
+    path: Annotated[
+        str | None, typer.Option(help="Mount point (default: the type's name).")
+    ] = None,
     description: Annotated[str, typer.Option(help="Human-friendly description.")] = "",
     default_lease_ttl: Annotated[str, typer.Option(help="Default lease TTL, e.g. 1h.")] = "",
     max_lease_ttl: Annotated[str, typer.Option(help="Maximum lease TTL, e.g. 24h.")] = "",
 ) -> None:
     """Mount a secret backend at a path."""
-    path = path or backend_type
+    path = backend_type if path is None else path
     config = {"default_lease_ttl": default_lease_ttl, "max_lease_ttl": max_lease_ttl}
     data = {"type": backend_type, "description": description, "config": config}
-    call(
-        request("write", f"sys/mounts/{path}", data),
-        write=True,
-        error_prefix="Mount error",
-        exit_code=2,
-    )
+    call("write", f"sys/mounts/{path}", data, error_prefix="Mount error", exit_code=2)
     print(f"Successfully mounted '{backend_type}' at '{path}'!")
 
 
@@ -123,13 +108,7 @@ def mounts(
     at: Annotated[str, typer.Option(help="As the store stood at SEQ or TIME.")] = "",
 ) -> None:
     """List the mounted secret backends."""
-    table = serve(
-        request("read", "sys/mounts"),
-        at,
-        write=False,
-        error_prefix="Error reading mounts",
-        exit_code=2,
-    )
+    table = call("read", "sys/mounts", at=at, error_prefix="Error reading mounts", exit_code=2)
     rows = [("Path", "Type", "Description")]
     for mount_path, info in sorted((table.data or {}).items()):
         rows.append((mount_path, info["type"], info["description"]))
@@ -139,12 +118,7 @@ def mounts(
 @app.command()
 def unmount(path: str) -> None:
     """Unmount a backend: its secrets are revoked and its data is deleted."""
-    call(
-        request("delete", f"sys/mounts/{path}"),
-        write=True,
-        error_prefix="Unmount error",
-        exit_code=2,
-    )
+    call("delete", f"sys/mounts/{path}", error_prefix="Unmount error", exit_code=2)
     print(f"Successfully unmounted '{path}'!")
 
 
@@ -152,9 +126,7 @@ def unmount(path: str) -> None:
 def remount(source: Annotated[str, typer.Argument(metavar="FROM")], to: str) -> None:
     """Move a mounted backend to a new path, keeping its data."""
     data = {"from": source, "to": to}
-    call(
-        request("write", "sys/remount", data), write=True, error_prefix="Remount error", exit_code=2
-    )
+    call("write", "sys/remount", data, error_prefix="Remount error", exit_code=2)
     print(f"Successfully remounted from '{source}' to '{to}'!")
 
 
@@ -165,7 +137,7 @@ def write(
 ) -> None:
     """Write data (key=value pairs, @file.json, or JSON on stdin with -) to a path."""
     values = parse_data(data or [])
-    call(request("write", path, values), write=True, error_prefix=f"Error writing data to {path}")
+    call("write", path, values, error_prefix=f"Error writing data to {path}")
     print(f"Success! Data written to: {path}")
 
 
@@ -179,7 +151,7 @@ def read(
     """Read the secret at a path (now, or with -at as it was then)."""
     if format not in ("table", "json"):
         raise CommandFailed(f"Invalid output format: {format}", 1)
-    response = serve(request("read", path), at, write=True, error_prefix=f"Error reading {path}")
+    response = call("read", path, at=at, error_prefix=f"Error reading {path}")
     if response.data is None:
         raise CommandFailed(f"No value found at {path}", 1)
     if field:
@@ -192,51 +164,10 @@ def read(
         print(secret_table(response))
 
 
-def serve(req: Request, at: str, *, write: bool, error_prefix: str, exit_code: int = 1) -> Response:
-    """``call``, or with ``at`` the same request answered as of a past seq or time."""
-    if not at:
-        return call(req, write=write, error_prefix=error_prefix, exit_code=exit_code)
-    with open_store(write=write) as core:
-        try:
-            return core.handle_at(req, resolve_at(core, at))
-        except RequestError as exc:
-            raise CommandFailed(f"{error_prefix}: {exc}", exit_code) from None
-
-
-def resolve_at(core: Core, at: str) -> int:
-    """A seq from ``-at``: a seq number, an RFC 3339 time, or an age such as ``2h``."""
-    if at.isdigit():
-        return int(at)
-    return core.seq_at(parse_time(at))
-
-
-def parse_time(value: str) -> int:
-    """Unix nanoseconds of an RFC 3339 time, or of now minus an age like ``2h``/``7d``."""
-    import time
-    from datetime import datetime
-
-    from backends.errors import InvalidRequestError
-    from backends.ttl import parse_duration
-
-    try:
-        return time.time_ns() - parse_duration(value) * 1_000_000_000
-    except InvalidRequestError:
-        pass
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise CommandFailed(
-            f"Error: invalid time {value!r}: use RFC 3339 or an age (2h)", 1
-        ) from None
-    if moment.tzinfo is None:
-        raise CommandFailed(f"Error: time {value!r} needs a zone (Z or +hh:mm)", 1)
-    return int(moment.timestamp() * 1_000_000_000)
-
-
 @app.command()
 def delete(path: str) -> None:
     """Delete the secret at a path."""
-    call(request("delete", path), write=True, error_prefix=f"Error deleting '{path}'")
+    call("delete", path, error_prefix=f"Error deleting '{path}'")
     print(f"Success! Deleted '{path}'")
 
 
@@ -246,12 +177,12 @@ def list_(
     at: Annotated[str, typer.Option(help="As the store stood at SEQ or TIME.")] = "",
 ) -> None:
     """List the keys under a path."""
-    response = serve(request("list", path), at, write=False, error_prefix=f"Error reading {path}")
+    response = call("list", path, at=at, error_prefix=f"Error reading {path}")
     keys = (response.data or {}).get("keys") or []
     if not keys:
         print("No entries found", file=sys.stderr)  # Vault 0.5 exits 0 here
         return
-    print("\n".join(["Keys", *keys]))
+    print("\n".join(["Keys", *map(escape, keys)]))
 
 
 @app.command()
@@ -262,7 +193,7 @@ def renew(
 ) -> None:
     """Renew a lease, extending its expiry (never past its maximum TTL)."""
     data = {"lease_id": lease_id, "increment": increment}
-    response = call(request("write", "sys/renew", data), write=True, error_prefix="Renew error")
+    response = call("write", "sys/renew", data, error_prefix="Renew error")
     print(secret_json(response) if format == "json" else secret_table(response))
 
 
@@ -278,7 +209,7 @@ def revoke(
     if force and not prefix:
         raise CommandFailed("Revoke error: -force can only be used with -prefix", 1)
     route = "revoke-force" if force else "revoke-prefix" if prefix else "revoke"
-    call(request("write", f"sys/{route}/{lease_id}"), write=True, error_prefix="Revoke error")
+    call("write", f"sys/{route}/{lease_id}", error_prefix="Revoke error")
     print(f"Key revoked with ID '{lease_id}'.")
 
 
@@ -288,16 +219,14 @@ def leases(
     at: Annotated[str, typer.Option(help="As the store stood at SEQ or TIME.")] = "",
 ) -> None:
     """List live leases: id, path, issued, expires, renewable, revocation status."""
-    response = serve(
-        request("read", "sys/leases", {"prefix": prefix}), at, write=False, error_prefix="Error"
-    )
+    response = call("read", "sys/leases", {"prefix": prefix}, at=at, error_prefix="Error")
     found = (response.data or {}).get("leases") or []
     if not found:
         print("No leases found", file=sys.stderr)
         return
     rows = [("Lease ID", "Path", "Issued", "Expires", "Renewable", "Status")]
     for lease in found:
-        status = "ok"
+        status = "expired, revocation pending" if lease["expired"] else "ok"
         if lease["failures"]:
             status = f"revocation failing ({lease['failures']} attempts): {lease['last_error']}"
         rows.append(
@@ -330,32 +259,20 @@ def audit(
     """Who did what, where and when: seq, time, actor, operation, path, mount, lease."""
     if ctx.invoked_subcommand is not None:
         return
-    import json
-
-    from projections import decode
-    from projections.audit import AuditFilter, audit_trail
-
     if format not in ("table", "json"):
         raise CommandFailed(f"Invalid output format: {format}", 1)
-    keep = AuditFilter(
-        since=parse_time(since) if since else 0,
-        until=parse_time(until) if until else 0,
-        path=path.lstrip("/"),
-        actor=actor,
-        type=type,
-    )
-    with open_store(write=False) as core:
-        events = (decode(record) for record in core.log.records())
-        entries = [entry for entry in audit_trail(events) if keep.keeps(entry)]
+    data = {"since": since, "until": until, "path": path, "actor": actor, "type": type}
+    response = call("read", "sys/vaultlog/audit", data, error_prefix="Error")
+    entries = (response.data or {})["entries"]
     if format == "json":
         for entry in entries:
-            print(json.dumps(entry.as_dict(), sort_keys=True))
+            print(json.dumps(entry, sort_keys=True))
         return
     rows = [("Seq", "Time", "Actor", "Operation", "Path", "Mount", "Lease ID", "Detail")]
     for e in entries:
-        detail = " ".join(f"{k}={v}" for k, v in sorted(e.detail.items()))
-        row = (str(e.seq), rfc3339(e.time), e.actor, e.operation, e.path, e.mount)
-        rows.append((*row, e.lease_id, detail))
+        detail = " ".join(f"{k}={v}" for k, v in sorted(e["detail"].items()))
+        row = (str(e["seq"]), rfc3339(e["time"]), e["actor"], e["operation"], e["path"])
+        rows.append((*row, e["mount"], e["lease_id"], detail))
     print(columns(rows))
 
 
@@ -364,39 +281,38 @@ def audit_verify(
     against: Annotated[str, typer.Option(help="A head SEQ:HASH written down earlier.")] = "",
 ) -> None:
     """Check every record, the hash chain and the snapshots; print the head SEQ:HASH."""
-    from backends.verify import verify_store
-
-    location = locate_store()
-    report = verify_store(location.directory, location.unseal_key, against=against or None)
-    if not report.ok:
-        raise CommandFailed(f"Verification failed at seq {report.bad_seq}: {report.problem}", 2)
-    print(f"Verified {report.records} records; head {report.head}")
+    response = call("read", "sys/vaultlog/verify", {"against": against}, error_prefix="Error")
+    report = response.data or {}
+    if not report["ok"]:
+        raise CommandFailed(
+            f"Verification failed at seq {report['bad_seq']}: {report['problem']}", 2
+        )
+    print(f"Verified {report['records']} records; head {report['head']}")
 
 
 @app.command("audit-hash")
-def audit_hash(value: str) -> None:
-    """The audit HMAC of a value, to compare with the trail ("was the value X?")."""
-    with open_store(write=False) as core:
-        print(f"hmac-sha256:{core.audit_hash(value).hex()}")
+def audit_hash(
+    value: str,
+    path: Annotated[str, typer.Option(help="A mount, or a path in it (HMACs are per mount).")] = (
+        "secret/"
+    ),
+) -> None:
+    """The audit HMAC of a value in a mount, to compare with the trail ("was it X?")."""
+    response = call("write", f"sys/audit-hash/{path}", {"input": value}, error_prefix="Error")
+    print((response.data or {})["hash"])
 
 
 @app.command()
 def history(path: str) -> None:
     """Every version of a secret: seq, time, actor, operation, value HMACs."""
-    from backends.router import route
-    from projections.audit import secret_history
-
-    path = path.lstrip("/")
-    with open_store(write=False) as core:
-        found = route(core.state.mounts, path)
-        current = (found[0].id, found[1]) if found else None
-        versions = secret_history(core.history_events(path), path, current)
+    response = call("read", f"sys/vaultlog/history/{path}", error_prefix="Error")
+    versions = (response.data or {})["versions"]
     if not versions:
         raise CommandFailed(f"No history found for {path}", 1)
     rows = [("Seq", "Time", "Actor", "Operation", "Value")]
     for e in versions:
-        value = " ".join(f"{k}={v}" for k, v in sorted(e.detail.items())) or "-"
-        rows.append((str(e.seq), rfc3339(e.time), e.actor, e.operation, value))
+        value = " ".join(f"{k}={v}" for k, v in sorted(e["value"].items())) or "-"
+        rows.append((str(e["seq"]), rfc3339(e["time"]), e["actor"], e["operation"], value))
     print(columns(rows))
 
 
@@ -406,33 +322,27 @@ def restore(
     at: Annotated[str, typer.Option(help="The SEQ or TIME whose version to restore.")],
 ) -> None:
     """Write a secret's earlier version back as a new event (deleting is never the end)."""
-    with open_store(write=True) as core:
-        try:
-            seq = resolve_at(core, at)
-            restored = core.restore(request("write", path), seq)
-        except RequestError as exc:
-            raise CommandFailed(f"Error restoring {path}: {exc}", 1) from None
-    if restored.data is None:
-        raise CommandFailed(f"No value found at {path} at seq {seq}", 1)
-    print(f"Success! Restored '{path}' as it was at seq {seq}")
+    response = call(
+        "write", f"sys/vaultlog/restore/{path}", {"at": at}, error_prefix=f"Error restoring {path}"
+    )
+    result = response.data or {}
+    if not result["restored"]:
+        raise CommandFailed(f"No value found at {path} at seq {result['seq']}", 1)
+    print(f"Success! Restored '{path}' as it was at seq {result['seq']}")
 
 
 @app.command()
 def rotate() -> None:
     """Add a new barrier key term; new records use it, old ones stay readable."""
-    with open_store(write=True) as core:
-        term = core.rotate_key(actor())
-        installed = core.keyring.term_installed[term]
-    print(f"Key Term: {term}\nInstallation Time: {rfc3339(installed)}")
+    status = call("write", "sys/rotate", error_prefix="Error").data or {}
+    print(f"Key Term: {status['term']}\nInstallation Time: {status['install_time']}")
 
 
 @app.command("key-status")
 def key_status() -> None:
     """The barrier key term in use and when it was installed."""
-    with open_store(write=False) as core:
-        term = core.keyring.term
-        installed = core.keyring.term_installed[term]
-    print(f"Key Term: {term}\nInstallation Time: {rfc3339(installed)}")
+    status = call("read", "sys/key-status", error_prefix="Error").data or {}
+    print(f"Key Term: {status['term']}\nInstallation Time: {status['install_time']}")
 
 
 def parse_data(args: list[str]) -> dict[str, Any]:
@@ -489,10 +399,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = command.main(rest, prog_name=prog, standalone_mode=False)
     except CommandFailed as exc:
-        print(str(exc), file=sys.stderr)
+        print(escape(str(exc)), file=sys.stderr)
         code = exc.exit_code
     except VaultlogError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
+        print(escape(f"Error: {exc}"), file=sys.stderr)
         code = 2
     except typer.Abort:
         print("Aborted.", file=sys.stderr)

@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from backends import Response
 from projections.audit import rfc3339
 
-__all__ = ["columns", "rfc3339", "secret_json", "secret_table", "text"]
+__all__ = ["columns", "escape", "rfc3339", "secret_json", "secret_table", "text"]
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def escape(value: str) -> str:
+    """``value`` with control characters written as escapes: a newline or ESC from a
+    stored path or value can never forge a row of a table or recolour a terminal."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], value)
 
 
 def columns(rows: Sequence[Sequence[str]]) -> str:
-    """Rows aligned in columns two spaces apart, trailing space trimmed (like columnize)."""
+    """Rows aligned in columns two spaces apart, trailing space trimmed (like columnize);
+    control characters escaped."""
+    rows = [[escape(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = []
     for row in rows:
@@ -36,12 +47,13 @@ def text(value: Any) -> str:
 def secret_table(response: Response) -> str:
     data = response.data or {}
     rows: list[tuple[str, str]] = [("Key", "Value")]
-    if response.lease_id:
-        rows.append(("lease_id", response.lease_id))
-    if response.lease_duration:
-        rows.append(("lease_duration", str(response.lease_duration)))
-    if response.lease_id:
-        rows.append(("lease_renewable", text(response.renewable)))
+    lease = [
+        ("lease_id", response.lease_id, bool(response.lease_id)),
+        ("lease_duration", str(response.lease_duration), bool(response.lease_duration)),
+        ("lease_renewable", text(response.renewable), bool(response.lease_id)),
+    ]
+    # A key of the secret's own named like a lease field is the user's: shown once, as theirs.
+    rows += [(key, value) for key, value, shown in lease if shown and key not in data]
     rows += [(key, text(data[key])) for key in sorted(data)]
     return columns(rows)
 

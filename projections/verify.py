@@ -1,4 +1,4 @@
-"""``vault audit verify``: check a whole store, record by record, and its snapshots.
+"""Verify a whole store, record by record, with its snapshots and version index.
 
 Checked: framing and checksums, contiguous seqs, the hash chain, authenticated decryption
 under each record's key term, non-decreasing time, snapshots and the version index
@@ -15,11 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from backends.errors import InvalidRequestError
-from eventstore import CorruptionError, FileLog, Head, Keyring, ShreddedError
-from projections import StoreState, apply, decode
+from eventstore import CorruptionError, Head, Keyring, LogReader, ShreddedError
+from projections.events import MountCreated, decode
 from projections.snapshot import read_snapshot, snapshot_seqs
 from projections.sortedrun import RunDamaged, entry_seq
+from projections.state import StoreState, apply
 from projections.versions import IndexWriter, VersionIndex
 
 
@@ -44,20 +44,23 @@ def parse_head(text: str) -> tuple[int, bytes]:
         if len(hash_bytes) != 32:
             raise ValueError
     except ValueError:
-        raise InvalidRequestError(
-            f"invalid head {text!r}: expected SEQ:HASH (64 hex digits)"
-        ) from None
+        raise ValueError(f"invalid head {text!r}: expected SEQ:HASH (64 hex digits)") from None
     return int(seq), hash_bytes
 
 
-def verify_store(directory: Path, unseal_key: bytes, *, against: str | None = None) -> VerifyReport:
-    """Walk the whole store; the first problem found is reported with its seq and kind."""
-    keyring = Keyring.load(directory, unseal_key)
-    log = FileLog(directory, keyring)
+def verify_store(
+    log: LogReader, keyring: Keyring, directory: Path | None, *, against: str | None = None
+) -> VerifyReport:
+    """Walk the whole store; the first problem found is reported with its seq and kind.
+
+    ``directory`` holds the snapshots and the version index (None: a store without them).
+    Raises ``ValueError`` for a malformed ``against``.
+    """
     recorded = parse_head(against) if against else None
-    snapshots = set(snapshot_seqs(directory))
+    snapshots = set(snapshot_seqs(directory)) if directory is not None else set()
     state, head, count, recorded_hash = StoreState(), None, 0, None
-    indexed = IndexWriter(directory, keyring.audit_key)  # the index the log calls for
+    created: dict[str, int] = {}  # mount id -> the seq it was created at
+    indexed = IndexWriter(directory or Path("/nonexistent"), keyring.audit_key)
     try:
         for frame in log.frames(1):
             h = frame.header
@@ -65,21 +68,21 @@ def verify_store(directory: Path, unseal_key: bytes, *, against: str | None = No
                 return VerifyReport(count, head, h.seq, "timestamps go backwards")
             event = decode(log.open_frame(frame))
             apply(state, event)
-            indexed.add(event, (frame.segment, frame.offset))
+            if isinstance(event, MountCreated):
+                created[event.mount_id] = event.seq
+            indexed.add(event, frame.hint)
             head, count = Head(h.seq, frame.hash, h.timestamp), count + 1
             if recorded and h.seq == recorded[0]:
                 recorded_hash = frame.hash
-            if h.seq in snapshots:
+            if directory is not None and h.seq in snapshots:
                 problem = _check_snapshot(directory, keyring, state, head)
                 if problem:
                     return VerifyReport(count, head, h.seq, problem)
     except CorruptionError as exc:
         return VerifyReport(count, head, exc.seq, f"{exc.kind}: {exc}")
     if log.torn_tail is not None:
-        segment, offset, seq = log.torn_tail
-        return VerifyReport(
-            count, head, seq, f"torn tail: record cut short in segment {segment} at {offset}"
-        )
+        seq, where = log.torn_tail
+        return VerifyReport(count, head, seq, f"torn tail: record cut short in {where}")
     end = head.seq if head else 0
     if recorded:
         seq, expected = recorded
@@ -94,6 +97,11 @@ def verify_store(directory: Path, unseal_key: bytes, *, against: str | None = No
             return VerifyReport(
                 count, head, seq, f"rewritten history: record {seq} differs from the recorded head"
             )
+    keyless = _mount_without_key(state, keyring, created)
+    if keyless:
+        return VerifyReport(count, head, *keyless)
+    if directory is None:
+        return VerifyReport(count, head)
     index_problem = _check_index(directory, keyring, indexed, end)
     if index_problem:
         return VerifyReport(count, head, *index_problem)
@@ -106,6 +114,21 @@ def verify_store(directory: Path, unseal_key: bytes, *, against: str | None = No
             f"missing records: the log ends at seq {end} but a snapshot stands at seq {beyond[0]}",
         )
     return VerifyReport(count, head)
+
+
+def _mount_without_key(
+    state: StoreState, keyring: Keyring, created: dict[str, int]
+) -> tuple[int, str] | None:
+    """A live mount whose data key is not in the keyring (a keyring restored from a
+    backup older than the mount): its values can never be read."""
+    for mount in state.mounts.sorted():
+        if mount.type != "system" and mount.id not in keyring.mounts:
+            return (
+                created.get(mount.id, 0),
+                f"the live mount '{mount.path}' has no data key in the keyring "
+                "(was the keyring restored from an older backup?)",
+            )
+    return None
 
 
 def _check_snapshot(directory: Path, keyring: Keyring, state: StoreState, head: Head) -> str:

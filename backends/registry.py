@@ -1,0 +1,49 @@
+"""The one registry of backend types: a mount type's name -> how to make its backend.
+
+Adding a backend is one module in ``backends/`` and one line here. The front door hands a
+``Registry`` to the Core; the Core never imports a backend itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from backends.contract import Backend, BackendFactory
+from backends.errors import InvalidRequestError
+from backends.generic import GenericBackend
+from backends.sys import SysBackend
+
+
+def _aws() -> Backend:
+    # boto3 costs ~300 ms to import: paid only by a process that serves an aws mount.
+    from backends.aws import AwsBackend
+
+    return AwsBackend()
+
+
+BUILTIN: Mapping[str, BackendFactory] = {
+    "system": SysBackend,
+    "generic": GenericBackend,
+    "aws": _aws,
+}
+
+
+class Registry:
+    """Backend instances by mount type, each made on first use."""
+
+    def __init__(self, factories: Mapping[str, BackendFactory] = BUILTIN) -> None:
+        self.factories = factories
+        self._made: dict[str, Backend] = {}
+
+    def types(self) -> list[str]:
+        """The types a user may mount (``system`` is the store's own)."""
+        return sorted(t for t in self.factories if t != "system")
+
+    def get(self, backend_type: str) -> Backend:
+        backend = self._made.get(backend_type)
+        if backend is None:
+            factory = self.factories.get(backend_type)
+            if factory is None:
+                raise InvalidRequestError(f"unknown backend type: {backend_type}")
+            backend = self._made[backend_type] = factory()
+        return backend
