@@ -108,6 +108,10 @@ class Keyring:
         self.term_installed[term] = time.time_ns()
         return term
 
+    def forget_sealers(self) -> None:
+        """Drop cached sealers (after taking a key back)."""
+        self._sealers.clear()
+
     def add_mount_key(self, mount_id: str) -> None:
         self.mounts.setdefault(mount_id, new_key())
 

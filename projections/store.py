@@ -112,8 +112,13 @@ class Store:
     def _open(
         cls, directory: Path, unseal_key: bytes, write: bool, timeout: float, every: int
     ) -> Store:
-        if directory.exists() and not directory.is_dir():
-            raise StoreError(f"cannot open the store in {directory}: it is not a directory")
+        for place in (directory, *directory.parents):
+            if place.exists():
+                if not place.is_dir():
+                    raise StoreError(
+                        f"cannot open the store in {directory}: {place} is not a directory"
+                    )
+                break
 
         def save(keyring: Keyring) -> None:
             keyring.save(directory, unseal_key)
@@ -150,7 +155,9 @@ class Store:
         return store
 
     @classmethod
-    def in_memory(cls, storage: MemoryStorage | None = None, keyring: Keyring | None = None) -> Store:
+    def in_memory(
+        cls, storage: MemoryStorage | None = None, keyring: Keyring | None = None
+    ) -> Store:
         """A writable store whose log lives in memory (``storage``, shared with readers)."""
         keyring = keyring or Keyring.create()
         log = MemoryLog.open_writer(storage or MemoryStorage(), keyring)
@@ -366,12 +373,25 @@ class Store:
         try:
             self._save_keyring(self.keyring)
         except OSError as exc:
-            del self.keyring.terms[term], self.keyring.term_installed[term]
+            self._drop_term(term)
             raise StoreError(
                 _os_message("could not save the keyring; the key term is unchanged", exc)
             ) from None
-        self.commit([replace(event, term=term)])
+        try:
+            self.commit([replace(event, term=term)])
+            self.flush()
+        except StoreError:
+            # Nothing was sealed under the new term: take it back (if the disk lets us,
+            # else it stays in the keyring unused, which is harmless).
+            self._drop_term(term)
+            with contextlib.suppress(OSError):
+                self._save_keyring(self.keyring)
+            raise
         return term
+
+    def _drop_term(self, term: int) -> None:
+        del self.keyring.terms[term], self.keyring.term_installed[term]
+        self.keyring.forget_sealers()
 
     # ---- values and their audit HMACs ------------------------------------------------------
 
