@@ -24,10 +24,10 @@ from backends.request import Request, Response, who
 from backends.ttl import bounded_ttls
 from eventstore import Sealer, ShreddedError
 from projections import (
+    Event,
     IntentCompleted,
     IntentRecorded,
     LeaseIssued,
-    Event,
     Mount,
     SecretDeleted,
     SecretWritten,

@@ -9,7 +9,6 @@ state and the past; the backends come from the registry the front door hands in.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable
 from dataclasses import replace
 

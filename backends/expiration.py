@@ -8,7 +8,6 @@ for writing, with exponential backoff; it is never silently dropped.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from typing import Any, cast
 
 from backends.contract import LeasingBackend, MountView, Session
@@ -47,9 +46,9 @@ class ExpirationManager:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def revoke(self, lease: Lease, reason: str, request: Request | None = None) -> None:
+    def revoke(self, lease: Lease, reason: str) -> None:
         """Revoke through the backend and record it; on failure record that and raise."""
-        session = self._session_for(request)
+        session, request = self.session, self.session.request
         mount = session.state.mounts.by_id[lease.mount_id]
         view = MountView(session, mount)
         try:
@@ -71,9 +70,7 @@ class ExpirationManager:
         session.stage(LeaseRevoked(**who(request), lease_id=lease.id, reason=reason))
         session.commit()
 
-    def revoke_prefix(
-        self, prefix: str, reason: str, request: Request, *, force: bool = False
-    ) -> list[str]:
+    def revoke_prefix(self, prefix: str, reason: str, *, force: bool = False) -> list[str]:
         """Revoke every live lease under ``prefix``; stop at the first failure unless forced.
 
         Forced: a lease whose revocation fails is dropped anyway, recorded as ``forced``.
@@ -82,22 +79,23 @@ class ExpirationManager:
         session = self.session
         for lease in session.state.leases_under(prefix):
             try:
-                self.revoke(lease, reason, request)
+                self.revoke(lease, reason)
             except RevocationError:
                 if not force:
                     raise
-                session.stage(LeaseRevoked(**who(request), lease_id=lease.id, reason="forced"))
+                forced = LeaseRevoked(**who(session.request), lease_id=lease.id, reason="forced")
+                session.stage(forced)
                 session.commit()
             revoked.append(lease.id)
         return revoked
 
-    def revoke_mount(self, mount_id: str, reason: str, request: Request) -> None:
+    def revoke_mount(self, mount_id: str, reason: str) -> None:
         """Revoke every lease issued by one mount (before unmount or remount)."""
         for lease in sorted(self.session.state.leases.values(), key=lambda x: x.id):
             if lease.mount_id == mount_id:
-                self.revoke(lease, reason, request)
+                self.revoke(lease, reason)
 
-    def renew(self, lease_id: str, increment: int, request: Request) -> Lease:
+    def renew(self, lease_id: str, increment: int) -> Lease:
         session = self.session
         lease = session.state.leases.get(lease_id)
         if lease is None or not lease.renewable:
@@ -106,7 +104,7 @@ class ExpirationManager:
         if lease.expires <= now:
             raise InvalidRequestError("lease expired")
         expires = min(now + (increment or lease.ttl) * NANOS, lease.max_expires)
-        session.stage(LeaseRenewed(**who(request), lease_id=lease.id, expires=expires))
+        session.stage(LeaseRenewed(**who(session.request), lease_id=lease.id, expires=expires))
         session.commit()
         return session.state.leases[lease.id]
 
@@ -145,12 +143,6 @@ class ExpirationManager:
                 IntentCompleted(**who(request), intent_id=intent.id, outcome="rolled_back")
             )
             session.commit()
-
-    def _session_for(self, request: Request | None) -> Session:
-        """This session, or one of the same store acting for ``request``."""
-        if request is None or request is self.session.request:
-            return self.session
-        return Session(self.session.store, request, self.session.backends)
 
 
 def leasing(session: Session, backend_type: str) -> LeasingBackend:

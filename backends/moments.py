@@ -23,9 +23,7 @@ def parse_time(value: str) -> int:
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise InvalidRequestError(
-            f"invalid time {value!r}: use RFC 3339 or an age (2h)"
-        ) from None
+        raise InvalidRequestError(f"invalid time {value!r}: use RFC 3339 or an age (2h)") from None
     if moment.tzinfo is None:
         raise InvalidRequestError(f"time {value!r} needs a zone (Z or +hh:mm)")
     return int(moment.timestamp() * NANOS)

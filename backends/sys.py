@@ -68,13 +68,13 @@ class SysBackend:
                 return self.lookup(session, leases, str(data["lease_id"]))
             return self.list_leases(session.state, str(data.get("prefix") or ""))
         if path == "leases/revoke" and op in ("write", "delete"):
-            return self.revoke(leases, request, str(data.get("lease_id") or ""), "revoke/")
+            return self.revoke(leases, str(data.get("lease_id") or ""), "revoke/")
         for route, force in (("revoke-prefix/", False), ("revoke-force/", True)):
             for prefix in (route, f"leases/{route}"):
                 if request.path.startswith(prefix) and op == "write":
-                    return self.revoke(leases, request, request.path[len(prefix) :], route, force)
+                    return self.revoke(leases, request.path[len(prefix) :], route, force)
         if request.path.startswith("revoke/") and op == "write":
-            return self.revoke(leases, request, request.path.removeprefix("revoke/"), "revoke/")
+            return self.revoke(leases, request.path.removeprefix("revoke/"), "revoke/")
         if path == "rotate" and op == "write":
             return self.rotate(session)
         if path == "key-status" and op == "read":
@@ -156,7 +156,7 @@ class SysBackend:
         if mount is None:
             raise InvalidRequestError("no matching mount")
         # The seed: "all of its secrets are revoked ... If either fails, it remains mounted".
-        ExpirationManager(session).revoke_mount(mount.id, "unmount", session.request)
+        ExpirationManager(session).revoke_mount(mount.id, "unmount")
         session.stage(MountRemoved(**who(session.request), mount_id=mount.id, path=path))
         return Response()
 
@@ -174,11 +174,9 @@ class SysBackend:
         if mount is None:
             raise InvalidRequestError(f"no matching mount at '{source}'")
         self._conflict(session, target, ignore=source)
-        ExpirationManager(session).revoke_mount(mount.id, "remount", session.request)
+        ExpirationManager(session).revoke_mount(mount.id, "remount")
         session.stage(
-            MountMoved(
-                **who(session.request), mount_id=mount.id, from_path=source, to_path=target
-            )
+            MountMoved(**who(session.request), mount_id=mount.id, from_path=source, to_path=target)
         )
         return Response()
 
@@ -188,24 +186,19 @@ class SysBackend:
         data = session.request.data
         lease_id = str(data.get("lease_id") or "")
         increment = parse_duration(data.get("increment") or 0)
-        lease = leases.renew(lease_id, increment, session.request)
+        lease = leases.renew(lease_id, increment)
         remaining = max(0, round((lease.expires - time.time_ns()) / NANOS))
         return Response(data={}, lease_id=lease.id, lease_duration=remaining, renewable=True)
 
     def revoke(
-        self,
-        leases: ExpirationManager,
-        request: Request,
-        target: str,
-        route: str,
-        force: bool = False,
+        self, leases: ExpirationManager, target: str, route: str, force: bool = False
     ) -> Response:
         if not target:
             raise InvalidRequestError("missing lease id or prefix")
         if route == "revoke/":
-            leases.revoke(leases.lookup(target), "explicit", request)
+            leases.revoke(leases.lookup(target), "explicit")
             return Response(data={"revoked": [target]})
-        revoked = leases.revoke_prefix(target, "prefix", request, force=force)
+        revoked = leases.revoke_prefix(target, "prefix", force=force)
         return Response(data={"revoked": revoked})
 
     def lookup(self, session: Session, leases: ExpirationManager, lease_id: str) -> Response:
