@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgpack
-
 from google_crc32c import value as crc32c
 
 from eventstore.crypto import Sealer, SealError, new_key

@@ -308,8 +308,8 @@ class FileLog:
                 prev = frame.hash
                 expected = frame.header.seq + 1
                 if frame.header.seq >= start:
-                    if reader:
-                        h = frame.header
+                    h = frame.header
+                    if reader and h.seq > self.head.seq:  # a reader's head never goes back
                         self.head, self.head_hint = Head(h.seq, frame.hash, h.timestamp), frame.hint
                     yield frame
             if scan.torn_at is not None:
@@ -389,8 +389,13 @@ class FileLog:
             placed = []
             for raw, record in zip(raws, records, strict=True):
                 placed.append(
-                    Record(record.seq, record.timestamp, record.term, record.body,
-                           make_hint(first, offset))
+                    Record(
+                        record.seq,
+                        record.timestamp,
+                        record.term,
+                        record.body,
+                        make_hint(first, offset),
+                    )
                 )
                 offset += len(raw)
             data = b"".join(raws)

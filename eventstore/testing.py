@@ -115,9 +115,7 @@ class LogContract:
             assert list(reader.records(record.seq, record.hint)) == appended[record.seq - 1 :]
         assert list(reader.records(11)) == []
 
-    def test_header_scans_need_no_key(
-        self, make_log: OpenLog, foreign_reader: OpenReader
-    ) -> None:
+    def test_header_scans_need_no_key(self, make_log: OpenLog, foreign_reader: OpenReader) -> None:
         writer, _ = make_log()
         appended = writer.append([b"h1", b"h2", b"h3"])
         stranger = foreign_reader(Keyring.create())

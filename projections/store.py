@@ -335,6 +335,12 @@ class Store:
         live = sum(map(live_values, state.data.values())) + len(state.leases)
         return state.seq - self._snapshot_seq >= max(self.snapshot_every, live // 2)
 
+    def snapshot(self) -> None:
+        """Write a snapshot at the head now (a writer also writes them as they fall due)."""
+        if self.directory is None:
+            raise StoreError("a store in memory keeps no snapshots")
+        write_snapshot(self.directory, self.keyring, self.state, self.head, self._head_hint)
+
     def _write_snapshot(self) -> None:
         """Write a snapshot once the records it covers are durable, and drop older ones
         found damaged (never trusted, they would keep ``audit verify`` failing). Each is

@@ -9,6 +9,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from backends import Core, Request, RequestError
+from tests.conftest import open_core
 
 MOUNT_POINTS = ("secret/", "kv/", "team/", "team/a/", "other/")
 SECRET_NAMES = ("a", "b", "dir/c", "dir/d")
@@ -63,9 +64,9 @@ def run_operation(core: Core, op: tuple[Any, ...]) -> None:
 
 def build_store(directory: Path, key: bytes, ops: list[tuple[Any, ...]]) -> None:
     """A store in ``directory`` after serving ``ops``, closed."""
-    core = Core.open(directory, key, write=True)
+    core = open_core(directory, key, write=True)
     try:
         for op in ops:
             run_operation(core, op)
     finally:
-        core.close()
+        core.store.close()

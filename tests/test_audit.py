@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 
 import eventstore.log
-from backends import Core, Request, actor
+from backends import Request, actor
 from eventstore import encode_unseal_key, new_key
-from tests.conftest import VaultCLI, cli_env
+from tests.conftest import VaultCLI, cli_env, open_core
 
 HMAC = re.compile(r"^hmac-sha256:[0-9a-f]{64}$")
 DAY = 86_400 * 1_000_000_000
@@ -161,9 +161,15 @@ def test_audit_hash_of_a_value_is_the_hmac_in_the_trail(session: Session) -> Non
     vault, s = session.vault, session.secrets
     written = trail(vault, "-type=secret.written")
     assert vault("audit-hash", s["password"]) == f"{written[0]['detail']['password']}\n"
-    assert vault("audit-hash", s["token1"]) == f"{written[1]['detail']['token']}\n"
-    # The shredded mount's trail stays checkable: its value's HMAC is still there.
-    assert vault("audit-hash", s["tmp"]) == f"{written[4]['detail']['key']}\n"
+    # HMACs are keyed per mount: token1 was written in team/, which is crew/ since the remount.
+    token1 = vault("audit-hash", "-path=crew/", s["token1"])
+    assert token1 == f"{written[1]['detail']['token']}\n"
+    # An unmount destroys the mount's data key, and with it the key of its value HMACs: the
+    # shredded mount's values can no longer be confirmed against its trail.
+    gone = vault.run("audit-hash", "-path=tmp/", s["tmp"])
+    assert gone.returncode != 0
+    assert "Traceback" not in gone.stderr
+    assert len(gone.stderr.splitlines()) == 1, gone.stderr
 
 
 @pytest.mark.parametrize(
@@ -214,13 +220,13 @@ def dated(vault: VaultCLI, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     now = time.time_ns()
     clock = SimpleNamespace(time_ns=lambda: now - 10 * DAY)
     monkeypatch.setattr(eventstore.log, "time", clock)
-    core = Core.open(vault.data_dir, key, write=True)
+    core = open_core(vault.data_dir, key, write=True)
     try:
         for name, age in (("old", 10 * DAY), ("mid", 3 * DAY), ("new", 5 * DAY // 24)):
             clock.time_ns = lambda age=age: now - age
-            core.handle(Request("write", f"secret/{name}", {"v": "1"}, actor="dater@test"))
+            core.handle(Request("write", f"secret/{name}", {"v": "1"}))
     finally:
-        core.close()
+        core.store.close()
     monkeypatch.undo()
     return {"now": now}
 

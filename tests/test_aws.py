@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from backends import Core, Request
+from backends import Core, MountView, Request, Session
 from eventstore import new_key
 from projections import LeaseIssued, LeaseRevoked, LeaseRevokeFailed, decode, replay
-from tests.conftest import VaultCLI, vault_executable
+from tests.conftest import VaultCLI, open_core, vault_executable
 from tests.iam_endpoint import IamProxy, MotoServer
 
 POLICY = {
@@ -52,13 +52,14 @@ def users(moto: MotoServer) -> set[str]:
 
 def _username_for(vault: VaultCLI, lease_id: str) -> str:
     """The IAM user a lease was issued for, as the backend sealed it."""
-    core = Core.open(vault.data_dir, vault.unseal_key(), write=False)
+    core = open_core(vault.data_dir, vault.unseal_key(), write=False)
     try:
-        lease = core.state.leases[lease_id]
-        view = core.view(core.state.mounts.by_id[lease.mount_id], Request("read", lease.path))
+        lease = core.store.state.leases[lease_id]
+        session = Session(core.store, Request("read", lease.path), core.backends)
+        view = MountView(session, core.store.state.mounts.by_id[lease.mount_id])
         return view.open_value(lease.internal, "lease", lease.id)["username"]
     finally:
-        core.close()
+        core.store.close()
 
 
 def revocations(vault: VaultCLI) -> dict[str, str]:
@@ -242,11 +243,11 @@ def test_live_leases_replay_across_restarts(tmp_path: Path, moto_server: MotoSer
     key, directory = new_key(), tmp_path / "store"
 
     def check(core: Core) -> None:
-        rebuilt = replay(decode(record) for record in core.log.records())
-        assert rebuilt.leases == core.state.leases
-        assert rebuilt.intents == core.state.intents == {}
+        rebuilt = replay(decode(record) for record in core.store.log.records())
+        assert rebuilt.leases == core.store.state.leases
+        assert rebuilt.intents == core.store.state.intents == {}
 
-    core = Core.open(directory, key, write=True)
+    core = open_core(directory, key, write=True)
     core.handle(Request("write", "sys/mounts/aws", {"type": "aws"}))
     root = {"access_key": "a", "secret_key": "b", "endpoint": moto_server.url}
     core.handle(Request("write", "aws/config/root", root))
@@ -255,25 +256,25 @@ def test_live_leases_replay_across_restarts(tmp_path: Path, moto_server: MotoSer
     core.handle(Request("write", f"sys/revoke/{ids[0]}"))
     core.handle(Request("write", "sys/renew", {"lease_id": ids[1], "increment": "1h"}))
     check(core)
-    live = dict(core.state.leases)
-    core.close()
+    live = dict(core.store.state.leases)
+    core.store.close()
 
     for _ in range(2):  # restarts: open for writing (runs expiry), then read-only
-        core = Core.open(directory, key, write=True)
-        assert core.state.leases == live
+        core = open_core(directory, key, write=True)
+        assert core.store.state.leases == live
         check(core)
         core.handle(Request("write", "aws/config/lease", {"lease": "1s", "lease_max": "2s"}))
         ids.append(core.handle(Request("read", "aws/creds/r")).lease_id)
-        live = dict(core.state.leases)
-        core.close()
+        live = dict(core.store.state.leases)
+        core.store.close()
     time.sleep(1.1)
-    core = Core.open(directory, key, write=True)  # the short leases expire here
+    core = open_core(directory, key, write=True)  # the short leases expire here
     check(core)
-    assert set(core.state.leases) == set(ids[1:4])
-    core.close()
-    reader = Core.open(directory, key, write=False)
+    assert set(core.store.state.leases) == set(ids[1:4])
+    core.store.close()
+    reader = open_core(directory, key, write=False)
     check(reader)
-    reader.close()
+    reader.store.close()
 
 
 def test_secret_keys_never_on_disk_in_plaintext(aws: VaultCLI) -> None:

@@ -12,10 +12,10 @@ from contextlib import contextmanager
 
 import pytest
 
-from backends import Core, Request
+from backends import Request
 from eventstore import decode_unseal_key
 from eventstore.lock import WriterLock
-from tests.conftest import VaultCLI, vault_executable
+from tests.conftest import VaultCLI, open_core, vault_executable
 
 WRITERS = 6
 KEYS_PER_WRITER = 5  # 30 `vault write` processes: enough to interleave on 2 cores
@@ -48,17 +48,17 @@ def test_concurrent_writers_on_a_fresh_store(vault: VaultCLI) -> None:
         assert "Traceback" not in errors
 
     writes = WRITERS * KEYS_PER_WRITER
-    reader = Core.open(vault.data_dir, unseal_key_of(vault), write=False)
+    reader = open_core(vault.data_dir, unseal_key_of(vault), write=False)
     try:
-        seqs = [record.seq for record in reader.log.records()]
+        seqs = [record.seq for record in reader.store.log.records()]
         assert seqs == list(range(1, 2 + writes + 1))  # the two default mounts, then the writes
-        assert sorted(reader.state.mounts.by_path) == ["secret/", "sys/"]  # created once
+        assert sorted(reader.store.state.mounts.by_path) == ["secret/", "sys/"]  # created once
         for w in range(WRITERS):
             for i in range(KEYS_PER_WRITER):
                 found = reader.handle(Request("read", f"secret/w{w}/k{i}")).data
                 assert found == {"v": f"{w}-{i}"}, (w, i)
     finally:
-        reader.close()
+        reader.store.close()
     assert vault("read", "-field=v", f"secret/w{WRITERS - 1}/k{KEYS_PER_WRITER - 1}") == (
         f"{WRITERS - 1}-{KEYS_PER_WRITER - 1}\n"
     )
@@ -128,10 +128,13 @@ HOLD_THE_LOCK = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from backends import Core
+    from backends import Core, Registry
     from eventstore import decode_unseal_key
+    from projections import Store
 
-    core = Core.open(Path(sys.argv[1]), decode_unseal_key(sys.argv[2]), write=True)
+    store = Store.open(Path(sys.argv[1]), decode_unseal_key(sys.argv[2]), write=True)
+    core = Core(store, Registry())
+    core.maintain()
     print("holding", flush=True)
     time.sleep(120)
     """

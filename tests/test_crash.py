@@ -22,7 +22,7 @@ import pytest
 
 from backends import Core, Request
 from eventstore import decode_unseal_key, encode_unseal_key
-from tests.conftest import VaultCLI, vault_executable
+from tests.conftest import VaultCLI, open_core, vault_executable
 
 STORES, TRIALS_PER_STORE = 4, 5  # 20 kills; a store's log stays small to replay
 
@@ -31,14 +31,17 @@ WRITE_LOOP = textwrap.dedent(
     import os, sys
     from pathlib import Path
     import eventstore.log
-    from backends import Core, Request
+    from backends import Core, Registry, Request
     from eventstore import decode_unseal_key
+    from projections import Store
 
     # Small segments, so that kills also land while a new segment is being created.
     eventstore.log.SEGMENT_BYTES = 64 << 10
     trial, pad = sys.argv[1], "p" * int(sys.argv[2])
     key = decode_unseal_key(os.environ["TEST_UNSEAL_KEY"])
-    core = Core.open(Path(os.environ["TEST_STORE"]), key, write=True, lock_timeout=10)
+    store = Store.open(Path(os.environ["TEST_STORE"]), key, write=True, lock_timeout=10)
+    core = Core(store, Registry())
+    core.maintain()
     print("ready", flush=True)
     i = 0
     while True:
@@ -51,12 +54,12 @@ WRITE_LOOP = textwrap.dedent(
 
 def open_for_writing(directory: Path, key: bytes) -> None:
     """The store opens for writing: the dead writer's lock is gone and its torn tail is cut."""
-    Core.open(directory, key, write=True, lock_timeout=10).close()
+    open_core(directory, key, write=True, lock_timeout=10).store.close()
 
 
 def full_read(reader: Core) -> int:
     """Read every record from seq 1; the seqs must be contiguous. The last seq."""
-    seqs = [record.seq for record in reader.log.records()]
+    seqs = [record.seq for record in reader.store.log.records()]
     assert seqs == list(range(1, len(seqs) + 1))
     return len(seqs)
 
@@ -123,7 +126,7 @@ def test_sigkill_during_writes_loses_no_acknowledged_write(tmp_path: Path, store
         acknowledged[trial] = len(acks)
 
         open_for_writing(directory, key)
-        reader = Core.open(directory, key, write=False)
+        reader = open_core(directory, key, write=False)
         try:
             seq = full_read(reader)
             assert seq >= last_seq + len(acks), where
@@ -136,10 +139,10 @@ def test_sigkill_during_writes_loses_no_acknowledged_write(tmp_path: Path, store
             for i in range(len(keys)):
                 assert value_at(reader, f"secret/t{trial}/k{i}") == f"{trial}-{i}", where
         finally:
-            reader.close()
+            reader.store.close()
 
     # After all the crashes, every earlier trial's writes are still there.
-    reader = Core.open(directory, key, write=False)
+    reader = open_core(directory, key, write=False)
     try:
         assert full_read(reader) == last_seq
         for trial, count in acknowledged.items():
@@ -148,7 +151,7 @@ def test_sigkill_during_writes_loses_no_acknowledged_write(tmp_path: Path, store
             for i in range(count):
                 assert value_at(reader, f"secret/t{trial}/k{i}") == f"{trial}-{i}"
     finally:
-        reader.close()
+        reader.store.close()
     assert sum(acknowledged.values()) > 0, "no trial got as far as a write"
     assert len(list(directory.glob("*.seg"))) > 1, "the writes never filled a segment"
 
@@ -186,7 +189,7 @@ def test_sigkill_during_vault_write_processes(vault: VaultCLI) -> None:
     after = vault.run("write", "secret/cli/after", "v=after", timeout=30)
     assert (after.returncode, after.stderr) == (0, "")
     key = decode_unseal_key((vault.home / "config" / "vaultlog" / "unseal.key").read_text())
-    reader = Core.open(vault.data_dir, key, write=False)
+    reader = open_core(vault.data_dir, key, write=False)
     try:
         full_read(reader)
         keys = written_keys(reader, "secret/cli/")
@@ -195,7 +198,7 @@ def test_sigkill_during_vault_write_processes(vault: VaultCLI) -> None:
         for i in acks:
             assert value_at(reader, f"secret/cli/k{i}") == str(i)
     finally:
-        reader.close()
+        reader.store.close()
 
 
 CRASH_AT = textwrap.dedent(
@@ -203,8 +206,9 @@ CRASH_AT = textwrap.dedent(
     import os, signal, sys
     from pathlib import Path
     import eventstore.log
-    from backends import Core, Request
+    from backends import Core, Registry, Request
     from eventstore import Keyring, decode_unseal_key
+    from projections import Store
 
     def die(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
@@ -215,7 +219,9 @@ CRASH_AT = textwrap.dedent(
     # is dying just before a record reaches the segment.
     if point == "first-use":  # the keyring is saved, the default mounts are not yet logged
         eventstore.log.write_all = die
-    core = Core.open(directory, key, write=True)
+    store = Store.open(directory, key, write=True)
+    core = Core(store, Registry())
+    core.maintain()
     if point == "mount":  # the new mount's key is saved, its mount.created is not logged
         eventstore.log.write_all = die
         core.handle(Request("write", "sys/mounts/team", {"type": "generic"}))
@@ -243,17 +249,17 @@ def test_sigkill_at_a_chosen_point(tmp_path: Path, point: str) -> None:
     )
     assert child.returncode == -signal.SIGKILL, child.stderr.decode()
 
-    writer = Core.open(directory, key, write=True, lock_timeout=10)
+    writer = open_core(directory, key, write=True, lock_timeout=10)
     try:
-        assert sorted(writer.state.mounts.by_path) == ["secret/", "sys/"]
+        assert sorted(writer.store.state.mounts.by_path) == ["secret/", "sys/"]
         # No data key outlives its mount: the interrupted change's key is shredded.
-        assert set(writer.keyring.mounts) == set(writer.state.mounts.by_id)
+        assert set(writer.store.keyring.mounts) == set(writer.store.state.mounts.by_id)
         writer.handle(Request("write", "secret/after", {"v": "after"}))
     finally:
-        writer.close()
-    reader = Core.open(directory, key, write=False)
+        writer.store.close()
+    reader = open_core(directory, key, write=False)
     try:
         full_read(reader)
         assert value_at(reader, "secret/after") == "after"
     finally:
-        reader.close()
+        reader.store.close()

@@ -14,7 +14,7 @@ import pytest
 
 from backends import Core, Request
 from eventstore import decode_unseal_key, encode_unseal_key, new_key
-from tests.conftest import VaultCLI, cli_env, vault_executable
+from tests.conftest import VaultCLI, cli_env, open_core, vault_executable
 
 SEGMENT = "00000000000000000001.seg"
 
@@ -174,11 +174,11 @@ def run_with_file_size_limit(cli: VaultCLI, limit: int, *args: str) -> subproces
 @contextmanager
 def opened(cli: VaultCLI, *, write: bool) -> Iterator[Core]:
     """The CLI's store opened in this process, to set up or inspect it quickly."""
-    core = Core.open(cli.data_dir, unseal_key_of(cli), write=write, lock_timeout=10)
+    core = open_core(cli.data_dir, unseal_key_of(cli), write=write, lock_timeout=10)
     try:
         yield core
     finally:
-        core.close()
+        core.store.close()
 
 
 def write_in_process(cli: VaultCLI, *paths: str) -> None:
@@ -190,7 +190,7 @@ def write_in_process(cli: VaultCLI, *paths: str) -> None:
 def inspect(cli: VaultCLI) -> tuple[list[int], dict[str, str | None]]:
     """The seqs of a full read of the log, and the value ``v`` at each secret/ path."""
     with opened(cli, write=False) as core:
-        seqs = [record.seq for record in core.log.records()]
+        seqs = [record.seq for record in core.store.log.records()]
         listed = core.handle(Request("list", "secret/")).data or {}
         values = {}
         for key in listed.get("keys", []):
@@ -228,9 +228,9 @@ def test_full_disk_on_mount_leaves_no_mount_and_no_key(vault: VaultCLI) -> None:
 
     vault("write", "secret/b", "v=secret/b")  # a writer opens the store and cleans up
     with opened(vault, write=False) as core:
-        assert sorted(core.state.mounts.by_path) == ["secret/", "sys/"]
+        assert sorted(core.store.state.mounts.by_path) == ["secret/", "sys/"]
         # the data key saved for the mount that never reached the log is shredded
-        assert set(core.keyring.mounts) == set(core.state.mounts.by_id)
+        assert set(core.store.keyring.mounts) == set(core.store.state.mounts.by_id)
     assert inspect(vault)[1] == {"a": "secret/a", "b": "secret/b"}
 
 

@@ -19,7 +19,15 @@ from eventstore.interface import LogReader, LogWriter
 from eventstore.lock import WriterLock
 from eventstore.log import segment_name
 from eventstore.record import GENESIS_HASH
-from eventstore.testing import LogContract, OpenLog, OpenReader, OpenWriter, SetClock, Syncs, bodies_of
+from eventstore.testing import (
+    LogContract,
+    OpenLog,
+    OpenReader,
+    OpenWriter,
+    SetClock,
+    Syncs,
+    bodies_of,
+)
 
 
 def clock_of(module: types.ModuleType, monkeypatch: pytest.MonkeyPatch) -> SetClock:

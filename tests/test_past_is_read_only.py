@@ -13,13 +13,12 @@ import time
 
 import pytest
 
-from tests.conftest import VaultCLI
-from tests.iam_endpoint import MotoServer
-from tests.test_aws import aws, issue, users  # noqa: F401 - aws is a fixture
-
 from projections.snapshot import SNAPSHOT_DIR
 from projections.sortedrun import RUN_FILE
 from projections.versions import INDEX_FILE
+from tests.conftest import VaultCLI
+from tests.iam_endpoint import MotoServer
+from tests.test_aws import aws, issue, users  # noqa: F401 - aws is a fixture
 
 
 def head_of(vault: VaultCLI) -> str:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from backends import Core, Request
 from eventstore import new_key
 from projections import decode, replay
+from tests.conftest import open_core
 from tests.strategies import operations, run_operation
 
 run = run_operation
@@ -20,10 +21,10 @@ run = run_operation
 def readable(core: Core) -> dict[str, dict[str, Any]]:
     """Every value as a user would read it, by full path."""
     out = {}
-    for mount in core.state.mounts.sorted():
+    for mount in core.store.state.mounts.sorted():
         if mount.type != "generic":
             continue
-        for name in core.state.data[mount.id]:
+        for name in core.store.state.data[mount.id]:
             response = core.handle(Request("read", mount.path + name))
             assert response.data is not None
             out[mount.path + name] = response.data
@@ -36,18 +37,18 @@ def test_replay_equals_incremental_state(ops: list[tuple[Any, ...]]) -> None:
     key = new_key()
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        core = Core.open(directory, key, write=True)
+        core = open_core(directory, key, write=True)
         try:
             for op in ops:
                 run(core, op)
             live_values = readable(core)  # audited reads append secret.read events too
-            live_state = core.state.copy()
+            live_state = core.store.state.copy()
         finally:
-            core.close()
+            core.store.close()
 
-        reader = Core.open(directory, key, write=False)
-        rebuilt = replay(decode(record) for record in reader.log.records())
+        reader = open_core(directory, key, write=False)
+        rebuilt = replay(decode(record) for record in reader.store.log.records())
         assert rebuilt == live_state
-        assert reader.state == live_state
+        assert reader.store.state == live_state
         assert readable(reader) == live_values
-        assert reader.log.head.seq == live_state.seq
+        assert reader.store.log.head.seq == live_state.seq

@@ -21,12 +21,12 @@ from collections.abc import Callable
 from pathlib import Path
 from statistics import median
 
-from backends import Core, Request
+from backends import Request
 from eventstore import encode_unseal_key, new_key
 from projections.snapshot import SNAPSHOT_DIR
 from projections.sortedrun import RUN_FILE
 from projections.versions import INDEX_FILE
-from tools.bench import aside
+from tools.bench import aside, open_reader, open_writer, put_batch
 
 VAULT = Path(sys.executable).parent / "vault"
 POLICY = {
@@ -62,18 +62,21 @@ def cli_startup(home: Path, env: dict[str, str]) -> None:
 def history(home: Path, key: bytes, env: dict[str, str], events: int = 100_000) -> None:
     """audit, verify and -at over a store of updates to 5,000 paths."""
     store = home / "history"
-    core = Core.open(store, key, write=True)
-    secret = core.state.mounts.at("secret/")
-    assert secret is not None
-    view = core.view(secret, Request("write", "secret/x", actor="figures@host"))
-    for i in range(events - 2):
-        view.put(f"k{i % 5000}", {"value": f"v{i}"})
-        if i % 1000 == 999:
-            core.commit()
-    core.commit()
-    core.flush()
-    head = core.log.head.seq
-    core.close()
+    core = open_writer(store, key)
+    try:
+        secret = core.store.state.mounts.at("secret/")
+        assert secret is not None
+        request = Request("write", "secret/x", actor="figures@host")
+        for first in range(0, events - 2, 1000):  # one commit per 1,000 writes
+            writes = (
+                (f"k{i % 5000}", {"value": f"v{i}"})
+                for i in range(first, min(first + 1000, events - 2))
+            )
+            put_batch(core.store, secret, writes, request)
+        core.store.flush()
+        head = core.store.head.seq
+    finally:
+        core.store.close()
     env = dict(env, VAULTLOG_DIR=str(store))
     audit = seconds(lambda: process([VAULT, "audit", "-format=json"], env))
     verify = seconds(lambda: process([VAULT, "audit", "verify"], env))
@@ -84,13 +87,13 @@ def history(home: Path, key: bytes, env: dict[str, str], events: int = 100_000) 
     rng = random.Random(1)
 
     def first_question() -> float:
-        reader = Core.open(store, key, write=False)
+        reader = open_reader(store, key)
         try:
-            request = Request("read", f"secret/k{rng.randrange(5000)}")
-            seq = rng.randint(3, head)
-            return seconds(lambda: reader.handle_at(request, seq))
+            path = f"secret/k{rng.randrange(5000)}"
+            request = Request("read", path, at=str(rng.randint(3, head)))
+            return seconds(lambda: reader.handle(request))
         finally:
-            reader.close()
+            reader.store.close()
 
     def without(*names: str) -> float:
         """The median first question with ``names`` (derived files) moved aside."""
@@ -105,13 +108,17 @@ def history(home: Path, key: bytes, env: dict[str, str], events: int = 100_000) 
         f"{no_index * 1000:.0f} ms without it ({len(os.listdir(store / SNAPSHOT_DIR))} "
         f"snapshots), {neither * 1000:.0f} ms with neither"
     )
-    reader = Core.open(store, key, write=False)
-    reader.handle_at(Request("read", "secret/k1"), 10)  # loads the index
-    later = median(
-        seconds(lambda: reader.handle_at(Request("read", "secret/k2"), rng.randint(3, head)))
-        for _ in range(200)
-    )
-    reader.close()
+    reader = open_reader(store, key)
+    try:
+        reader.handle(Request("read", "secret/k1", at="10"))  # loads the index
+        later = median(
+            seconds(
+                lambda: reader.handle(Request("read", "secret/k2", at=str(rng.randint(3, head))))
+            )
+            for _ in range(200)
+        )
+    finally:
+        reader.store.close()
     print(f"-at read, a Core's later questions: {later * 1000:.1f} ms")
 
 
@@ -133,7 +140,7 @@ def aws(home: Path, key: bytes, env: dict[str, str]) -> None:
             except OSError:
                 time.sleep(0.1)
         store = home / "aws"
-        core = Core.open(store, key, write=True)
+        core = open_writer(store, key)
         core.handle(Request("write", "sys/mounts/aws", {"type": "aws"}))
         root = {"access_key": "a", "secret_key": "b", "endpoint": f"http://127.0.0.1:{port}"}
         core.handle(Request("write", "aws/config/root", root))
@@ -146,7 +153,7 @@ def aws(home: Path, key: bytes, env: dict[str, str]) -> None:
             start = time.perf_counter()
             core.handle(Request("write", f"sys/revoke/{lease}"))
             revoked.append(time.perf_counter() - start)
-        core.close()
+        core.store.close()
         print(
             f"aws in-process: issue {median(issued) * 1000:.0f} ms, "
             f"revoke {median(revoked) * 1000:.0f} ms"
