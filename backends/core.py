@@ -62,8 +62,7 @@ class Core:
             seq = resolve_at(self.store, request.at)
             if seq < self.store.state.seq:
                 past = self._past(request, seq)
-        state = self.store.state if past is None else past
-        mount, relative = self._route(request.path, state, request.at)
+        mount, relative = self._route(request.path, past, request.at)
         inner = replace(request, path=relative)
         session = Session(self.store, inner, self.backends, past=past)
         backend = self.backends.get(mount.type)
@@ -88,9 +87,10 @@ class Core:
             return self.store.state_for_read(request.path, seq)
         return self.store.state_at(seq)
 
-    def _route(self, path: str, state: StoreState, at: str) -> tuple[Mount, str]:
-        if path == "sys" or path.startswith("sys/"):
+    def _route(self, path: str, past: StoreState | None, at: str) -> tuple[Mount, str]:
+        if path == "sys" or path.startswith("sys/"):  # before the state: verify needs none
             return SYSTEM, path.removeprefix("sys").lstrip("/")
+        state = self.store.state if past is None else past
         found = state.mounts.route(path)
         if found is None:
             when = f" at seq {state.seq}" if at else ""

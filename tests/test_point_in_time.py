@@ -3,7 +3,7 @@
 The CLI session writes down, at a few checkpoints, what ``read``, ``list`` and ``mounts``
 answered, with the log's head seq and the wall time; afterwards the same questions asked
 ``-at=`` that seq or that time must get the same answers. In-process, a property test checks
-``Core.state_at(s)`` against a replay of the first ``s`` events, with and without snapshots.
+``Store.state_at(s)`` against a replay of the first ``s`` events, with and without snapshots.
 """
 
 from __future__ import annotations
@@ -15,18 +15,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import backends.core
-from backends import Core, Request, RequestError
+from backends import Core, MountView, Request, RequestError, Session
 from eventstore import FileLog, Keyring, new_key
 from projections import MountRemoved, decode, replay
 from projections.snapshot import snapshot_seqs
-from tests.conftest import VaultCLI
+from tests.conftest import VaultCLI, open_core
 from tests.strategies import MOUNT_POINTS, SECRET_NAMES, build_store, operations, run_operation
 
 QUESTIONS = (
@@ -117,9 +115,11 @@ def test_the_past_answers_as_it_did_then(vault: VaultCLI) -> None:
     # ... while the new mount at the same path answers for the present.
     assert vault("read", "-field=v", "tmp/x") == "new\n"
 
-    # Before the store existed there was nothing to route to.
+    # Before the store existed there was nothing to route to. (The redesign refuses a
+    # moment before the store's first record outright, as the defect "-at past the head,
+    # in the future, before the store" asks, instead of routing in an empty state.)
     line = one_line_error(vault.run("read", "-at=1h", "secret/a"))
-    assert line == "Error reading secret/a: no handler for route 'secret/a' at seq 0"
+    assert line.startswith("Error reading secret/a: the store did not exist yet at "), line
 
 
 # ---- in-process: state_at(s) is the replay of the first s events ---------------------------
@@ -138,28 +138,26 @@ def test_state_at_every_seq_is_the_replay_of_that_prefix(
 ) -> None:
     key = new_key()
     every = snapshot_every or 10**9
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        mock.patch.object(backends.core, "SNAPSHOT_EVERY", every),
-    ):
+    with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        core = Core.open(directory, key, write=True)
+        core = open_core(directory, key, write=True, snapshot_every=every)
         try:
             for op in ops:
                 run(core, op)
-            events = [decode(record) for record in core.log.records()]
-            assert core.state.seq == len(events)
+            events = [decode(record) for record in core.store.log.records()]
+            assert core.store.state.seq == len(events)
             for s in range(len(events) + 1):
-                assert core.state_at(s) == replay(events[:s]), s
+                assert core.store.state_at(s) == replay(events[:s]), s
         finally:
-            core.close()
+            core.store.close()
 
-        reader = Core.open(directory, key, write=False)  # as the CLI's -at opens it
+        # as the CLI's -at opens it
+        reader = open_core(directory, key, write=False, snapshot_every=every)
         try:
             for s in range(len(events) + 1):
-                assert reader.state_at(s) == replay(events[:s]), s
+                assert reader.store.state_at(s) == replay(events[:s]), s
         finally:
-            reader.close()
+            reader.store.close()
         if snapshot_every is None:
             assert snapshot_seqs(directory) == []
         elif len(events) >= 2 * snapshot_every:
@@ -177,33 +175,36 @@ def test_reads_of_the_past_through_the_version_index_match_the_replay(
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         build_store(directory, key, ops)
-        reader = Core.open(directory, key, write=False)
+        reader = open_core(directory, key, write=False)
         try:
-            events = [decode(record) for record in reader.log.records()]
+            events = [decode(record) for record in reader.store.log.records()]
             paths = [m + n for m in MOUNT_POINTS for n in SECRET_NAMES]
             for s in range(len(events) + 1):
                 state = replay(events[:s])
                 for path in paths:
-                    expected = expected_read(reader, state, path)
+                    # Seq 0, before the first record, is now refused as a moment the store
+                    # did not exist yet (an InvalidRequestError), not routed in the empty
+                    # state (see the defect "-at past the head, in the future, before the
+                    # store").
+                    expected = expected_read(reader, state, path) if s else "InvalidRequestError"
                     try:
-                        got = reader.handle_at(Request("read", path), s).data
+                        got = reader.handle(Request("read", path, at=str(s))).data
                     except RequestError as exc:
                         got = type(exc).__name__
                     assert got == expected, (s, path)
         finally:
-            reader.close()
+            reader.store.close()
 
 
 def expected_read(core: Core, state: Any, path: str) -> Any:
     """What reading ``path`` in ``state`` gives, or the name of the error it raises."""
-    from backends.router import route
-
-    found = route(state.mounts, path)
+    found = state.mounts.route(path)
     if found is None:
         return "NoHandlerError"
     mount, relative = found
-    if mount.id not in core.keyring.mounts:
+    if mount.id not in core.store.keyring.mounts:
         return "ShreddedDataError"
     if not relative or relative.endswith("/"):
         return "InvalidRequestError"
-    return core.view(mount, Request("read", path), state).get(relative)
+    session = Session(core.store, Request("read", path), core.backends, past=state)
+    return MountView(session, mount).get(relative)

@@ -46,8 +46,8 @@ def test_encode_then_parse_then_decrypt_gives_the_body(body: bytes, header: dict
     assert frame.header == Header(VERSION, **header)
     assert frame.hash == record_hash(raw)
     record = opener(header["term"]).open_frame(frame)
-    at = (frame.segment, START)
-    assert record == Record(header["seq"], header["timestamp"], header["term"], body, at)
+    # The record keeps the opaque hint of the frame it came from (it was at=(segment, offset)).
+    assert record == Record(header["seq"], header["timestamp"], header["term"], body, frame.hint)
 
 
 @settings(deadline=None)

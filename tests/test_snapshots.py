@@ -18,14 +18,13 @@ from pathlib import Path
 
 import pytest
 
-import backends.core
 import projections.pointintime
-from backends import Core, Request
+from backends import Request
 from eventstore import FileLog, Keyring, new_key
 from projections import decode, replay
 from projections.snapshot import latest_snapshot, read_snapshot, snapshot_dir, snapshot_seqs
 from projections.state import MountData
-from tests.conftest import VaultCLI, cli_env
+from tests.conftest import VaultCLI, cli_env, open_core
 
 SNAPSHOTS = [3, 6, 9, 12]
 NEWEST, MIDDLE = 12, 9
@@ -251,33 +250,28 @@ def test_rotate_then_write(vault: VaultCLI) -> None:
     assert re.fullmatch(r"Verified 10 records; head 10:[0-9a-f]{64}\n", vault("audit", "verify"))
 
 
-def lazy_store(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> tuple[Path, bytes, dict[str, dict[str, str]]]:
+def lazy_store(tmp_path: Path) -> tuple[Path, bytes, dict[str, dict[str, str]]]:
     """A store whose newest snapshot holds two mounts' sections, with writes after it."""
-    monkeypatch.setattr(backends.core, "SNAPSHOT_EVERY", 4)
     key, store = new_key(), tmp_path / "store"
-    core = Core.open(store, key, write=True)
+    core = open_core(store, key, write=True, snapshot_every=4)
     expected = {}
     core.handle(Request("write", "sys/mounts/team", {"type": "generic"}))
     for i in range(10):
         path = f"secret/k{i % 6}" if i % 3 else f"team/t{i}"
         core.handle(Request("write", path, {"v": str(i)}))
         expected[path] = {"v": str(i)}
-    core.close()
-    assert snapshot_seqs(store)[-1] < core.state.seq  # writes after the newest snapshot
+    core.store.close()
+    assert snapshot_seqs(store)[-1] < core.store.state.seq  # writes after the newest snapshot
     return store, key, expected
 
 
-def test_a_snapshot_section_is_read_when_its_mount_is_first_needed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    store, key, expected = lazy_store(tmp_path, monkeypatch)
-    reader = Core.open(store, key, write=False)
-    secret = reader.state.mounts.at("secret/")
-    team = reader.state.mounts.at("team/")
+def test_a_snapshot_section_is_read_when_its_mount_is_first_needed(tmp_path: Path) -> None:
+    store, key, expected = lazy_store(tmp_path)
+    reader = open_core(store, key, write=False, snapshot_every=4)
+    secret = reader.store.state.mounts.at("secret/")
+    team = reader.store.state.mounts.at("team/")
     assert secret is not None and team is not None
-    sections = reader.state.data[secret.id], reader.state.data[team.id]
+    sections = reader.store.state.data[secret.id], reader.store.state.data[team.id]
     assert all(isinstance(s, MountData) and not s.loaded for s in sections)
     reader.handle(Request("read", "sys/mounts"))
     assert reader.handle(Request("read", "team/t3")).data == expected["team/t3"]
@@ -290,7 +284,7 @@ def test_a_snapshot_section_is_read_when_its_mount_is_first_needed(
 def test_a_snapshot_section_found_damaged_late_is_rebuilt_from_the_log(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store, key, expected = lazy_store(tmp_path, monkeypatch)
+    store, key, expected = lazy_store(tmp_path)
     path = snapshot_dir(store) / f"{snapshot_seqs(store)[-1]:020d}.snap"
     data = bytearray(path.read_bytes())
     data[-1] ^= 0x01  # inside the last section: the table still opens
@@ -303,7 +297,7 @@ def test_a_snapshot_section_found_damaged_late_is_rebuilt_from_the_log(
         return from_log(log, mount_id, until)
 
     monkeypatch.setattr(projections.pointintime, "_values_from_log", counted)
-    reader = Core.open(store, key, write=False)
+    reader = open_core(store, key, write=False, snapshot_every=4)
     for path_, value in expected.items():
         assert reader.handle(Request("read", path_)).data == value
     assert len(rebuilt) == 1  # the damaged section's mount, from the log; the other as read

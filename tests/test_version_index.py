@@ -30,13 +30,13 @@ from hypothesis import strategies as st
 import projections.sortedrun
 import projections.versions
 from backends import Core, Request, RequestError
-from backends.router import route
-from backends.verify import verify_store
 from eventstore import encode_unseal_key, new_key
-from projections import decode
+from projections import Store, decode
 from projections.audit import secret_history
 from projections.sortedrun import RUN_FILE
+from projections.verify import VerifyReport
 from projections.versions import ENTRY_SIZE, INDEX_FILE, VersionIndex
+from tests.conftest import open_core
 from tests.strategies import MOUNT_POINTS, SECRET_NAMES, build_store, operations
 
 PATHS = [mount + name for mount in MOUNT_POINTS for name in SECRET_NAMES]
@@ -52,17 +52,35 @@ def small_runs() -> Iterator[None]:
 
 def answer(core: Core, path: str, seq: int) -> tuple[str, Any]:
     try:
-        return "data", core.handle_at(Request("read", path), seq).data
+        return "data", core.handle(Request("read", path, at=str(seq))).data
     except RequestError as exc:
         return type(exc).__name__, str(exc)
 
 
 def answers(directory: Path, key: bytes, head: int | None = None) -> list[tuple[str, Any]]:
     """Every path at every seq (up to ``head``), from a reader of ``directory``."""
-    reader = Core.open(directory, key, write=False)
+    reader = open_core(directory, key, write=False)
     try:
-        head = reader.state.seq if head is None else head
+        head = reader.store.state.seq if head is None else head
         return [answer(reader, path, seq) for seq in range(head + 1) for path in PATHS]
+    finally:
+        reader.store.close()
+
+
+def audit_key(directory: Path, key: bytes) -> bytes:
+    """The store's audit key, from a reader."""
+    reader = Store.open(directory, key, write=False)
+    try:
+        return reader.keyring.audit_key
+    finally:
+        reader.close()
+
+
+def verify_store(directory: Path, key: bytes) -> VerifyReport:
+    """What ``audit verify`` finds, from a reader."""
+    reader = Store.open(directory, key, write=False)
+    try:
+        return reader.verify()
     finally:
         reader.close()
 
@@ -77,7 +95,7 @@ def replayed_answers(directory: Path, key: bytes, into: Path) -> list[tuple[str,
 
 def histories(directory: Path, key: bytes, *, from_index: bool) -> list[list[Any]]:
     """``vault history`` of every path, from the index's events or the whole log's."""
-    reader = Core.open(directory, key, write=False)
+    reader = Store.open(directory, key, write=False)
     try:
         out = []
         for path in PATHS:
@@ -87,7 +105,7 @@ def histories(directory: Path, key: bytes, *, from_index: bool) -> list[list[Any
                 events = index.history_events(reader.log, path)
             else:
                 events = [decode(record) for record in reader.log.records()]
-            found = route(reader.state.mounts, path)
+            found = reader.state.mounts.route(path)
             current = (found[0].id, found[1]) if found else None
             out.append(secret_history(events, path, current))
         return out
@@ -146,8 +164,9 @@ def swap_tags(path: Path, at: int = 8) -> None:
     """The first and the third entry from ``at`` trade tags: each now says its record is
     something else."""
     data = bytearray(path.read_bytes())
-    first, third = data[at : at + 16], data[at + 80 : at + 96]
-    data[at : at + 16], data[at + 80 : at + 96] = third, first
+    other = at + 2 * ENTRY_SIZE
+    first, third = data[at : at + 16], data[other : other + 16]
+    data[at : at + 16], data[other : other + 16] = third, first
     path.write_bytes(bytes(data))
 
 
@@ -191,12 +210,12 @@ def test_a_damaged_index_changes_no_answer_and_a_writer_repairs_it(
 
     # A writer indexes the log anew where it cannot trust the index: damage at the end when
     # it opens, damage anywhere when it is asked about the past.
-    writer = Core.open(copy, key, write=True)
-    head = writer.state.seq
+    writer = open_core(copy, key, write=True)
+    head = writer.store.state.seq
     assert answer(writer, "secret/a", 3) == ("data", {"v": "1"})  # audited: one more record
-    writer.close()
-    audit_key = Core.open(copy, key, write=False).keyring.audit_key
-    index, pristine = VersionIndex.load(copy, audit_key), VersionIndex.load(store, audit_key)
+    writer.store.close()
+    audit = audit_key(copy, key)
+    index, pristine = VersionIndex.load(copy, audit), VersionIndex.load(store, audit)
     assert index is not None and pristine is not None
     assert index.covered == pristine.covered + 1 == head + 1
     # Rebuilt or resumed, the same entries as the pristine index (a read adds none).
@@ -208,10 +227,14 @@ KILLED_WRITER = textwrap.dedent(
     """
     import os, sys
     from pathlib import Path
-    from backends import Core, Request
+    from backends import Core, Registry, Request
     from eventstore import decode_unseal_key
+    from projections import Store
 
-    core = Core.open(Path(sys.argv[1]), decode_unseal_key(os.environ["KEY"]), write=True)
+    key = decode_unseal_key(os.environ["KEY"])
+    store = Store.open(Path(sys.argv[1]), key, write=True, lock_timeout=10)
+    core = Core(store, Registry())
+    core.maintain()
     for i in range(50):
         core.handle(Request("write", f"secret/k{i % 7}", {"v": str(i)}))
     print("written", flush=True)
@@ -224,7 +247,7 @@ def test_writes_a_killed_writer_never_indexed_are_answered_then_indexed(tmp_path
     key = new_key()
     store = tmp_path / "store"
     build_store(store, key, [("write", "secret/", "a", {"v": "0"})])
-    before = VersionIndex.load(store, Core.open(store, key, write=False).keyring.audit_key)
+    before = VersionIndex.load(store, audit_key(store, key))
     assert before is not None
     writer = subprocess.Popen(
         [sys.executable, "-c", KILLED_WRITER, str(store)],
@@ -236,16 +259,17 @@ def test_writes_a_killed_writer_never_indexed_are_answered_then_indexed(tmp_path
     writer.send_signal(signal.SIGKILL)
     writer.wait(timeout=30)
 
-    reader = Core.open(store, key, write=False)
-    after_kill = VersionIndex.load(store, reader.keyring.audit_key)
-    assert after_kill is not None and after_kill.covered == before.covered < reader.state.seq
+    reader = open_core(store, key, write=False)
+    after_kill = VersionIndex.load(store, reader.store.keyring.audit_key)
+    assert after_kill is not None and after_kill.covered == before.covered < reader.store.state.seq
     expected = replayed_answers(store, key, tmp_path / "replay")
     assert answers(store, key) == expected  # the writes past the checkpoint, from the log
 
-    writer_again = Core.open(store, key, write=True)
-    writer_again.close()
-    indexed = VersionIndex.load(store, reader.keyring.audit_key)
-    assert indexed is not None and indexed.covered == reader.state.seq
+    writer_again = open_core(store, key, write=True)
+    writer_again.store.close()
+    indexed = VersionIndex.load(store, reader.store.keyring.audit_key)
+    assert indexed is not None and indexed.covered == reader.store.state.seq
+    reader.store.close()
     assert answers(store, key) == expected
 
 
@@ -271,7 +295,7 @@ def test_a_forged_index_with_a_valid_checksum_is_caught_by_verify(
     last = len(data) - ENTRY_SIZE  # the final checkpoint: tag, then the checksum
     data[last + 12 : last + 16] = crc32c(bytes(data[8:last])).to_bytes(4)
     path.write_bytes(bytes(data))
-    assert VersionIndex.load(store, Core.open(store, key, write=False).keyring.audit_key)
+    assert VersionIndex.load(store, audit_key(store, key))
 
     assert answers(store, key) == expected
     report = verify_store(store, key)

@@ -281,7 +281,8 @@ def audit_verify(
     against: Annotated[str, typer.Option(help="A head SEQ:HASH written down earlier.")] = "",
 ) -> None:
     """Check every record, the hash chain and the snapshots; print the head SEQ:HASH."""
-    response = call("read", "sys/vaultlog/verify", {"against": against}, error_prefix="Error")
+    data = {"against": against}
+    response = call("read", "sys/vaultlog/verify", data, error_prefix="Error", exit_code=2)
     report = response.data or {}
     if not report["ok"]:
         raise CommandFailed(
