@@ -12,33 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from backends import Core, Registry
+from backends import Core
 from eventstore import decode_unseal_key, new_key
 from projections import Event, Store
 from tests.iam_endpoint import IamProxy, MotoServer
-
-
-def open_core(
-    directory: Path,
-    unseal_key: bytes,
-    *,
-    write: bool,
-    lock_timeout: float = 30.0,
-    snapshot_every: int | None = None,
-) -> Core:
-    """A Core over the store in ``directory``, as the embedded front door opens one (a
-    writer also runs what opening for writing runs: expiry, rollback). Close it with
-    ``core.store.close()``."""
-    extra = {} if snapshot_every is None else {"snapshot_every": snapshot_every}
-    store = Store.open(directory, unseal_key, write=write, lock_timeout=lock_timeout, **extra)
-    core = Core(store, Registry())
-    if write:
-        try:
-            core.maintain()
-        except BaseException:
-            store.close()
-            raise
-    return core
+from tools.transport import open_core as open_core  # the tests open Cores with it
 
 
 def vault_executable() -> str:

@@ -7,6 +7,7 @@ store in this process for each request; an HTTP transport (server mode) is the o
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Protocol
 
 from backends import Core, Registry, Request, Response, WriterNeeded
@@ -55,20 +56,43 @@ class EmbeddedTransport:
         return self._serve(request, write=True)
 
     def _serve(self, request: Request, *, write: bool) -> Response:
-        store = Store.open(
+        core = open_core(
             self.location.directory,
             self.location.unseal_key,
             write=write,
             lock_timeout=self.lock_timeout,
             snapshot_every=self.snapshot_every,
+            registry=self.registry,
         )
         try:
-            core = Core(store, self.registry)
-            if write:
-                core.maintain()
             return core.handle(request)
         finally:
+            core.store.close()
+
+
+def open_core(
+    directory: Path,
+    unseal_key: bytes,
+    *,
+    write: bool,
+    lock_timeout: float = 30.0,
+    snapshot_every: int = SNAPSHOT_EVERY,
+    registry: Registry | None = None,
+) -> Core:
+    """A Core over the store in ``directory``, as the embedded front door opens one: a
+    writer also runs what opening for writing runs (rollback, expiry). Close it with
+    ``core.store.close()``."""
+    store = Store.open(
+        directory, unseal_key, write=write, lock_timeout=lock_timeout, snapshot_every=snapshot_every
+    )
+    core = Core(store, registry or Registry())
+    if write:
+        try:
+            core.maintain()
+        except BaseException:
             store.close()
+            raise
+    return core
 
 
 def needs_writer(request: Request) -> bool:

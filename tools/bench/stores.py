@@ -14,29 +14,20 @@ from typing import Any
 from backends import Core, MountView, Registry, Request, Session, local_user
 from projections import Event, Mount, SecretWritten, Store, encode
 from projections.snapshot import snapshot_dir
+from projections.store import SNAPSHOT_EVERY
 from tools.bench.harness import VALUE, Sizes
+from tools.transport import open_core
 
 
-def snapshot_every_from_env() -> int | None:
-    """``VAULTLOG_SNAPSHOT_EVERY``, which the CLI passes to ``Store.open``; None: unset."""
+def snapshot_every_from_env() -> int:
+    """``VAULTLOG_SNAPSHOT_EVERY``, which the CLI passes to ``Store.open``."""
     value = os.environ.get("VAULTLOG_SNAPSHOT_EVERY")
-    return int(value) if value else None
+    return int(value) if value else SNAPSHOT_EVERY
 
 
-def open_writer(directory: Path, key: bytes, snapshot_every: int | None = None) -> Core:
-    """A writer's Core as a front door opens one: the store, then what a writer runs on
-    opening (``maintain``). Close it with ``core.store.close()``."""
-    if snapshot_every is None:
-        store = Store.open(directory, key, write=True)
-    else:
-        store = Store.open(directory, key, write=True, snapshot_every=snapshot_every)
-    core = Core(store, Registry())
-    try:
-        core.maintain()
-    except BaseException:
-        store.close()
-        raise
-    return core
+def open_writer(directory: Path, key: bytes, snapshot_every: int = SNAPSHOT_EVERY) -> Core:
+    """A writer's Core as the front door opens one. Close it with ``core.store.close()``."""
+    return open_core(directory, key, write=True, snapshot_every=snapshot_every)
 
 
 def open_reader(directory: Path, key: bytes) -> Core:
