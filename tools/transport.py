@@ -76,14 +76,15 @@ def open_core(
     *,
     write: bool,
     lock_timeout: float = 30.0,
-    snapshot_every: int = SNAPSHOT_EVERY,
+    snapshot_every: int | None = None,
     registry: Registry | None = None,
 ) -> Core:
     """A Core over the store in ``directory``, as the embedded front door opens one: a
     writer also runs what opening for writing runs (rollback, expiry). Close it with
-    ``core.store.close()``."""
+    ``core.store.close()``. ``snapshot_every``: None for the default."""
+    every = SNAPSHOT_EVERY if snapshot_every is None else snapshot_every
     store = Store.open(
-        directory, unseal_key, write=write, lock_timeout=lock_timeout, snapshot_every=snapshot_every
+        directory, unseal_key, write=write, lock_timeout=lock_timeout, snapshot_every=every
     )
     core = Core(store, registry or Registry())
     if write:
