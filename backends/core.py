@@ -8,6 +8,7 @@ state and the past; the backends come from the registry the front door hands in.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import replace
@@ -27,7 +28,12 @@ SYSTEM = Mount("system", "sys/", "system")  # sys/ never moves: served without t
 
 def local_user(request: Request) -> Request:
     """Embedded mode's authentication: the request is the local user's, ``user@host``."""
-    return replace(request, actor=actor())
+    return _rebuilt(request, request.path, actor())
+
+
+def _rebuilt(request: Request, path: str, actor: str) -> Request:
+    # ``dataclasses.replace`` costs several microseconds: requests are rebuilt in the hot path
+    return Request(request.operation, path, request.data, request.at, actor, request.request_id)
 
 
 class Core:
@@ -46,7 +52,7 @@ class Core:
         path = clean_path(request.path)
         if not path.strip("/"):
             raise InvalidRequestError("missing path")
-        request = replace(request, path=path)
+        request = _rebuilt(request, path, request.actor)
         with self.store.lock:
             warnings = len(self.store.warnings)
             response = self._serve(request)
@@ -63,7 +69,7 @@ class Core:
             if seq < self.store.state.seq:
                 past = self._past(request, seq)
         mount, relative = self._route(request.path, past, request.at)
-        inner = replace(request, path=relative)
+        inner = _rebuilt(request, relative, request.actor)
         session = Session(self.store, inner, self.backends, past=past)
         backend = self.backends.get(mount.type)
         response = backend.handle(MountView(session, mount), inner)
@@ -111,6 +117,7 @@ class Core:
         self.store.flush()
 
 
+@functools.cache
 def actor() -> str:
     """``user@host``: who acts in embedded mode (as getpass would, without its imports)."""
     user = os.environ.get("LOGNAME") or os.environ.get("USER")

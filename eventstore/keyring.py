@@ -58,6 +58,7 @@ class Keyring:
     mounts: dict[str, bytes] = field(default_factory=dict)
     audit_key: bytes = b""
     _sealers: dict[tuple[str, object], Sealer] = field(default_factory=dict, repr=False)
+    _hmac_keys: dict[str, bytes] = field(default_factory=dict, repr=False)
 
     @classmethod
     def create(cls) -> Keyring:
@@ -95,10 +96,14 @@ class Keyring:
     def value_hmac_key(self, mount_id: str) -> bytes:
         """The key of the audit HMACs of a mount's values; ``ShreddedError`` once the
         mount's data key was destroyed."""
-        key = self.mounts.get(mount_id)
-        if key is None:
-            raise ShreddedError(f"the data key of mount {mount_id} was destroyed")
-        return hmac.new(key, b"vaultlog value hmac", hashlib.sha256).digest()
+        derived = self._hmac_keys.get(mount_id)
+        if derived is None:
+            key = self.mounts.get(mount_id)
+            if key is None:
+                raise ShreddedError(f"the data key of mount {mount_id} was destroyed")
+            derived = hmac.new(key, b"vaultlog value hmac", hashlib.sha256).digest()
+            self._hmac_keys[mount_id] = derived
+        return derived
 
     def add_term(self) -> int:
         """Install a new barrier key; old terms stay so old records remain readable."""
@@ -117,6 +122,7 @@ class Keyring:
     def shred_mount_key(self, mount_id: str) -> None:
         self.mounts.pop(mount_id, None)
         self._sealers.pop(("mount", mount_id), None)
+        self._hmac_keys.pop(mount_id, None)
 
     def to_bytes(self, unseal_key: bytes) -> bytes:
         body = msgpack.packb(
