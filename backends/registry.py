@@ -35,10 +35,6 @@ class Registry:
         self.factories = factories
         self._made: dict[str, Backend] = {}
 
-    def types(self) -> list[str]:
-        """The types a user may mount (``system`` is the store's own)."""
-        return sorted(t for t in self.factories if t != "system")
-
     def get(self, backend_type: str) -> Backend:
         backend = self._made.get(backend_type)
         if backend is None:

@@ -117,7 +117,7 @@ class SysBackend:
                 raise ConflictError(f"path is already in use at {existing}")
 
     def _not_reserved(self, path: str, what: str) -> None:
-        if any(path.startswith(p) for p in RESERVED):
+        if any(path.startswith(p) for p in self.paths.reserved):
             raise PermissionDeniedError(f"cannot {what} '{path}'")
 
     def mount(self, session: Session, raw_path: str) -> Response:

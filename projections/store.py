@@ -419,12 +419,6 @@ class Store:
         """The last seq appended at or before ``nanos`` (0: the store did not exist yet)."""
         return seq_at_time(self.log, nanos)
 
-    def first_time(self) -> int:
-        """When the first record was appended (0 for an empty log)."""
-        for frame in self.log.frames(1):
-            return frame.header.timestamp
-        return 0
-
     def state_for_read(self, path: str, seq: int) -> StoreState:
         """Enough of the state at ``seq`` to read ``path``: the mount table then and that
         one value, or the whole state then."""
