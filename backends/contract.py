@@ -98,10 +98,6 @@ class Session:
         """What this request reads: the store now, or as it stood at the seq asked for."""
         return self.store.state if self._past is None else self._past
 
-    @property
-    def past(self) -> bool:
-        return self._past is not None
-
     def stage(self, event: Event) -> None:
         if self._past is not None:
             raise PastRequestError("this request cannot be answered for the past")
@@ -119,9 +115,6 @@ class Session:
 
     def backend(self, backend_type: str) -> Backend:
         return self.backends.get(backend_type)
-
-    def view(self, mount: Mount) -> MountView:
-        return MountView(self, mount)
 
     def key_lost(self, mount: Mount) -> str:
         return key_lost(self.store, mount)
