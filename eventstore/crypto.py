@@ -68,7 +68,7 @@ def _aad(context: tuple[bytes | str, ...]) -> bytes:
 
 
 def audit_hmac(key: bytes, value: str) -> bytes:
-    """HMAC-SHA256 of a value under the audit key: comparable, not readable.
+    """HMAC-SHA256 of a value under an audit key (a mount's): comparable, not readable.
 
     Shown as ``hmac-sha256:<hex>``, Vault's audit convention.
     """

@@ -61,7 +61,7 @@ class SecretWritten(Event):
     mount_id: str
     path: str  # relative to the mount, so a remount keeps it
     value: bytes
-    hmacs: dict[str, bytes]  # key -> HMAC-SHA256 of its value under the audit key
+    hmacs: dict[str, bytes]  # key -> HMAC-SHA256 of its value, keyed per mount (dies with it)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

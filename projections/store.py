@@ -12,7 +12,6 @@ beside it) and ``Store.in_memory`` (``MemoryLog``; the past answered by replay a
 from __future__ import annotations
 
 import contextlib
-import hmac
 import json
 import os
 import threading
@@ -33,6 +32,7 @@ from eventstore import (
     ShreddedError,
     StoreError,
     UnsealError,
+    audit_hmac,
 )
 from eventstore.keyring import KEYRING_FILE
 from eventstore.lock import WriterLock
@@ -405,7 +405,7 @@ class Store:
         """The audit HMAC of a value of a mount; non-strings are hashed as their JSON.
         ``ShreddedError`` once the mount's data key was destroyed."""
         text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-        return hmac.digest(self.keyring.value_hmac_key(mount_id), text.encode(), "sha256")
+        return audit_hmac(self.keyring.value_hmac_key(mount_id), text)
 
     # ---- the past ------------------------------------------------------------------------
 
