@@ -11,10 +11,12 @@ Implementations: ``FileLog`` (segment files), ``MemoryLog``; their shared contra
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple, Protocol
 
-from eventstore.record import Frame, Head, Record
+from eventstore.keyring import Keyring
+from eventstore.record import NO_HINT, Frame, Head, Record, open_frame
 
 
 class TornTail(NamedTuple):
@@ -78,3 +80,41 @@ class LogWriter(LogReader, Protocol):
     def append(self, bodies: Sequence[bytes]) -> list[Record]:
         """``write`` then ``sync``: returned only once durable."""
         ...
+
+
+class LogBase(ABC):
+    """What every storage shares above its own frames: opening them with the record
+    codec, and ``append`` as ``write`` then ``sync``. A storage provides the rest."""
+
+    keyring: Keyring
+
+    @abstractmethod
+    def frames(self, start: int = 1, hint: int = NO_HINT) -> Iterator[Frame]: ...
+
+    @abstractmethod
+    def frame(self, seq: int, hint: int = NO_HINT) -> Frame: ...
+
+    @abstractmethod
+    def write(self, bodies: Sequence[bytes]) -> list[Record]: ...
+
+    @abstractmethod
+    def sync(self, seq: int) -> None: ...
+
+    def open_frame(self, frame: Frame) -> Record:
+        """Decrypt one frame under its key term."""
+        return open_frame(self.keyring, frame)
+
+    def records(self, start: int = 1, hint: int = NO_HINT) -> Iterator[Record]:
+        """Decrypted records from seq ``start`` on."""
+        for frame in self.frames(start, hint):
+            yield open_frame(self.keyring, frame)
+
+    def record(self, seq: int, hint: int = NO_HINT) -> Record:
+        return open_frame(self.keyring, self.frame(seq, hint))
+
+    def append(self, bodies: Sequence[bytes]) -> list[Record]:
+        """Append records durably: they are acknowledged (returned) only after the sync."""
+        records = self.write(bodies)
+        if records:
+            self.sync(records[-1].seq)
+        return records

@@ -20,7 +20,7 @@ from google_crc32c import value as crc32c
 
 from eventstore.errors import CorruptionError, MissingRecordError, ReadOnlyError, StoreError
 from eventstore.files import fsync_dir, write_all
-from eventstore.interface import TornTail
+from eventstore.interface import LogBase, TornTail
 from eventstore.keyring import Keyring
 from eventstore.lock import WriterLock
 from eventstore.record import (
@@ -35,7 +35,6 @@ from eventstore.record import (
     Header,
     Record,
     checksum_ok,
-    open_frame,
     parse,
     seal_batch,
 )
@@ -176,7 +175,7 @@ class SegmentScan:
             pos = end
 
 
-class FileLog:
+class FileLog(LogBase):
     """The log in one directory. Readers open it freely; ``open_writer`` takes the lock."""
 
     def __init__(self, directory: Path, keyring: Keyring) -> None:
@@ -315,20 +314,14 @@ class FileLog:
             if scan.torn_at is not None:
                 self.torn_tail = TornTail(expected, f"segment {name} at offset {scan.torn_at}")
 
-    def open_frame(self, frame: Frame) -> Record:
-        """Decrypt one frame under its key term."""
-        return open_frame(self.keyring, frame)
-
     def frame(self, seq: int, hint: int = NO_HINT) -> Frame:
         """Record ``seq`` read on its own, checked as a scan checks it but for its link to
         the record before (decrypting it then checks the header is authentic). A hint that
         does not lead to it is passed over: the record is looked for by seq."""
         place = read_hint(hint)
         if place is not None:
-            try:
+            with contextlib.suppress(CorruptionError, OSError):  # a stale hint: by seq
                 return self._frame_at(*place, seq)
-            except (CorruptionError, OSError):
-                pass
         segments = self.segments()
         firsts = [first for first, _ in segments]
         index = bisect.bisect_right(firsts, seq) - 1
@@ -356,22 +349,7 @@ class FileLog:
         where = make_hint(segment_first_seq(segment), offset)
         return parse(data, segment=segment, offset=offset, hint=where, seq=seq)
 
-    def records(self, start: int = 1, hint: int = NO_HINT) -> Iterator[Record]:
-        """Decrypted records from seq ``start`` on."""
-        for frame in self.frames(start, hint):
-            yield open_frame(self.keyring, frame)
-
-    def record(self, seq: int, hint: int = NO_HINT) -> Record:
-        return open_frame(self.keyring, self.frame(seq, hint))
-
     # ---- writing -------------------------------------------------------------------------
-
-    def append(self, bodies: Sequence[bytes]) -> list[Record]:
-        """Append records durably: they are acknowledged (returned) only after fsync."""
-        records = self.write(bodies)
-        if records:
-            self.sync(records[-1].seq)
-        return records
 
     def write(self, bodies: Sequence[bytes]) -> list[Record]:
         """Write records after the head without waiting for the disk; ``sync`` makes them

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 from eventstore.errors import MissingRecordError, ReadOnlyError, StoreError, StoreLockedError
-from eventstore.interface import TornTail
+from eventstore.interface import LogBase, TornTail
 from eventstore.keyring import Keyring
 from eventstore.record import (
     GENESIS_HASH,
@@ -21,7 +21,6 @@ from eventstore.record import (
     Head,
     Record,
     check_link,
-    open_frame,
     parse,
     seal_batch,
 )
@@ -39,7 +38,7 @@ class MemoryStorage:
         self.on_sync: Callable[[], None] | None = None
 
 
-class MemoryLog:
+class MemoryLog(LogBase):
     """A log over a ``MemoryStorage``: a reader, or with ``open_writer`` its one writer."""
 
     def __init__(self, storage: MemoryStorage, keyring: Keyring) -> None:
@@ -97,16 +96,6 @@ class MemoryLog:
             raise MissingRecordError(f"the log holds no record {seq}")
         return self._parse(seq)
 
-    def open_frame(self, frame: Frame) -> Record:
-        return open_frame(self.keyring, frame)
-
-    def records(self, start: int = 1, hint: int = NO_HINT) -> Iterator[Record]:
-        for frame in self.frames(start, hint):
-            yield open_frame(self.keyring, frame)
-
-    def record(self, seq: int, hint: int = NO_HINT) -> Record:
-        return open_frame(self.keyring, self.frame(seq, hint))
-
     # ---- writing -------------------------------------------------------------------------
 
     def write(self, bodies: Sequence[bytes]) -> list[Record]:
@@ -136,12 +125,6 @@ class MemoryLog:
                 ) from None
             self.storage.raws += self._pending
             self._pending, self._durable = [], self._head
-
-    def append(self, bodies: Sequence[bytes]) -> list[Record]:
-        records = self.write(bodies)
-        if records:
-            self.sync(records[-1].seq)
-        return records
 
     def _check_broken(self) -> None:
         if self._broken:

@@ -6,6 +6,7 @@ store in this process for each request; an HTTP transport (server mode) is the o
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Protocol
@@ -49,10 +50,8 @@ class EmbeddedTransport:
 
     def handle(self, request: Request) -> Response:
         if not needs_writer(request):
-            try:
+            with contextlib.suppress(WriterNeeded):  # it changes the store after all
                 return self._serve(request, write=False)
-            except WriterNeeded:
-                pass
         return self._serve(request, write=True)
 
     def _serve(self, request: Request, *, write: bool) -> Response:
