@@ -42,9 +42,17 @@ class Core:
     every thread waiting (group commit)."""
 
     def __init__(
-        self, store: Store, backends: Backends, authenticate: Authenticate = local_user
+        self,
+        store: Store,
+        backends: Backends,
+        authenticate: Authenticate = local_user,
+        *,
+        lease_ttls: tuple[int, int] = (0, 0),
     ) -> None:
+        """``lease_ttls``: the server's default and maximum lease TTL, for mounts that set
+        none of their own (0: Vault's system default)."""
         self.store, self.backends, self.authenticate = store, backends, authenticate
+        self.lease_ttls = lease_ttls
 
     def handle(self, request: Request) -> Response:
         """Serve ``request``; the answer comes only once all it could have seen is durable."""
@@ -104,17 +112,30 @@ class Core:
         mount, relative = found
         if mount.id not in self.store.keyring.mounts:
             raise ShreddedDataError(key_lost(self.store, mount))
+        default_ttl, max_ttl = self.lease_ttls
+        if (default_ttl and not mount.default_lease_ttl) or (max_ttl and not mount.max_lease_ttl):
+            mount = replace(
+                mount,
+                default_lease_ttl=mount.default_lease_ttl or default_ttl,
+                max_lease_ttl=mount.max_lease_ttl or max_ttl,
+            )
         return mount, relative
 
     def maintain(self) -> None:
-        """What a writer does on opening: roll back unfinished intents, revoke what expired
-        and retry failed revocations whose backoff has passed."""
+        """What a writer does on opening: roll back unfinished intents, then ``expire``."""
         with self.store.lock:
-            session = Session(self.store, self.authenticate(store_request()), self.backends)
-            leases = ExpirationManager(session)
-            leases.roll_back_intents()
-            leases.expire_due()
+            self._leases().roll_back_intents()
+        self.expire()
+
+    def expire(self) -> None:
+        """Revoke what expired and retry failed revocations whose backoff has passed: on
+        opening, and on a server's timer."""
+        with self.store.lock:
+            self._leases().expire_due()
         self.store.flush()
+
+    def _leases(self) -> ExpirationManager:
+        return ExpirationManager(Session(self.store, store_request(), self.backends))
 
 
 @functools.cache

@@ -13,7 +13,8 @@ Operation = Literal["read", "write", "delete", "list"]
 class Request:
     """One request. ``at`` asks for the store as it stood at a seq or a time (a seq, an
     RFC 3339 time or an age such as ``2h``); empty: now. ``actor`` is filled in by the
-    Core's authentication, never trusted from the caller."""
+    Core's authentication, never trusted from the caller; ``token`` is what the caller
+    presented to it (server mode)."""
 
     operation: Operation
     path: str
@@ -21,6 +22,7 @@ class Request:
     at: str = ""
     actor: str = ""
     request_id: str = field(default_factory=lambda: os.urandom(8).hex())
+    token: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True, slots=True)

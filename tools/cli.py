@@ -1,10 +1,13 @@
-"""The ``vault`` command: Vault 0.5's CLI over an embedded vaultlog store."""
+"""The ``vault`` command: Vault's CLI, over an embedded vaultlog store or, with
+``VAULT_ADDR`` set, over HTTP to a server (``vault server``)."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -15,7 +18,7 @@ from eventstore import VaultlogError
 from eventstore.keyring import KEYRING_FILE
 from tools.config import locate_store
 from tools.output import columns, escape, rfc3339, secret_json, secret_table, text
-from tools.transport import EmbeddedTransport, Transport
+from tools.transport import EmbeddedTransport, HttpTransport, Transport
 
 app = typer.Typer(
     add_completion=False,
@@ -48,9 +51,37 @@ def vault_style_flags(args: list[str]) -> list[str]:
     return out
 
 
+_transport: Transport | None = None
+
+
 def transport() -> Transport:
-    """How this process reaches the store: embedded, in-process."""
-    return EmbeddedTransport(locate_store())
+    """How this process reaches the store: over HTTP to ``VAULT_ADDR`` when it is set,
+    else embedded, in-process. One per process, so a command's requests share a
+    connection."""
+    global _transport
+    if _transport is None:
+        address = os.environ.get("VAULT_ADDR")
+        if address:
+            _transport = HttpTransport(
+                address,
+                _token(),
+                cacert=os.environ.get("VAULT_CACERT", ""),
+                skip_verify=os.environ.get("VAULT_SKIP_VERIFY", "").lower() in ("1", "true"),
+            )
+        else:
+            _transport = EmbeddedTransport(locate_store())
+    return _transport
+
+
+def _token() -> str:
+    """``VAULT_TOKEN``, else the token ``vault login`` left in ``~/.vault-token``."""
+    token = os.environ.get("VAULT_TOKEN")
+    if token is not None:
+        return token.strip()
+    try:
+        return (Path.home() / ".vault-token").read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
 
 
 def call(
@@ -346,6 +377,45 @@ def key_status() -> None:
     print(f"Key Term: {status['term']}\nInstallation Time: {status['install_time']}")
 
 
+@app.command()
+def server(
+    dev: Annotated[bool, typer.Option(help="Dev mode: in memory, unsealed, a root token.")] = (
+        False
+    ),
+    dev_root_token_id: Annotated[str, typer.Option(help="Dev mode's root token.")] = "",
+    dev_listen_address: Annotated[str, typer.Option(help="Dev mode's HOST:PORT.")] = (
+        "127.0.0.1:8200"
+    ),
+    config: Annotated[str, typer.Option(help="A Vault configuration file (HCL or JSON).")] = "",
+) -> None:
+    """Serve Vault's HTTP API over a store, until SIGTERM or SIGINT."""
+    from tools.server import serve
+    from tools.server_config import Listener, ServerConfig, load_config, parse_address
+
+    if dev == bool(config):
+        raise CommandFailed("Error: give exactly one of -dev and -config=FILE", 1)
+    if dev:
+        host, port = parse_address(dev_listen_address, "-dev-listen-address")
+        settings = ServerConfig("inmem", None, Listener(host, port))
+    else:
+        settings = load_config(Path(config))
+    serve(settings, dev=dev, root_token=dev_root_token_id if dev else "")
+
+
+@app.command()
+def version() -> None:
+    """Print the version: the Vault API spoken, then vaultlog's own."""
+    print(version_line())
+
+
+def version_line() -> str:
+    from importlib.metadata import version as installed
+
+    from tools.server import VAULT_VERSION
+
+    return f"Vault v{VAULT_VERSION} (vaultlog {installed('vaultlog')})"
+
+
 def parse_data(args: list[str]) -> dict[str, Any]:
     """Vault's key=value builder: ``k=v``, ``k=@file``, ``k=-``, ``@file.json``, ``-``."""
     data: dict[str, Any] = {}
@@ -396,6 +466,8 @@ def _json_object(raw: str, source: str) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``vault`` executable: every failure is one line on stderr."""
     args = vault_style_flags(sys.argv[1:] if argv is None else argv) or ["--help"]
+    if args[0] in ("--version", "-v"):
+        args = ["version", *args[1:]]
     command, rest, prog = _command_for(args)
     try:
         code = command.main(rest, prog_name=prog, standalone_mode=False)

@@ -35,9 +35,10 @@ class StoreLocation:
     created_key: bool = False
 
 
-def locate_store(*, create: bool = True) -> StoreLocation:
-    """The data directory and unseal key; on first use a new key is created (0600)."""
-    directory = data_dir()
+def locate_store(*, create: bool = True, directory: Path | None = None) -> StoreLocation:
+    """The data directory (``directory``, else ``VAULTLOG_DIR`` or the XDG default) and
+    unseal key; on first use a new key is created (0600)."""
+    directory = data_dir() if directory is None else directory
     env_key = os.environ.get(UNSEAL_ENV)
     if env_key:
         return StoreLocation(directory, decode_unseal_key(env_key), f"${UNSEAL_ENV}")

@@ -1,0 +1,155 @@
+"""``vault server -config=FILE``: Vault's configuration file, HCL or JSON.
+
+Understood: ``storage`` (or its older name ``backend``) ``"file" { path }`` or ``"inmem" {}``;
+``listener "tcp" { address, tls_disable, tls_cert_file, tls_key_file, max_request_size }``;
+``default_lease_ttl``, ``max_lease_ttl``. Accepted and ignored, as they mean nothing here:
+``disable_mlock``, ``ui``, ``api_addr``, ``cluster_addr``, ``log_level``, ``cluster_name``.
+HCL is Vault's own dialect (HCL 1), parsed with ``pyhcl``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from backends.ttl import parse_duration
+from eventstore import VaultlogError
+from tools.api import MAX_REQUEST_SIZE
+
+DEFAULT_ADDRESS = "127.0.0.1:8200"
+_IGNORED = {"disable_mlock", "ui", "api_addr", "cluster_addr", "log_level", "cluster_name"}
+_LISTENER_KEYS = {
+    "address",
+    "tls_disable",
+    "tls_cert_file",
+    "tls_key_file",
+    "max_request_size",
+    "cluster_address",
+}
+
+
+class ConfigError(VaultlogError):
+    """The configuration cannot be used; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class Listener:
+    host: str
+    port: int
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    max_request_size: int = MAX_REQUEST_SIZE
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert_file)
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    storage: str  # "file" or "inmem"
+    path: Path | None
+    listener: Listener
+    default_lease_ttl: int = 0
+    max_lease_ttl: int = 0
+
+
+def parse_address(address: str, where: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{where}: address must be HOST:PORT, not {address!r}")
+    return host.strip("[]"), int(port)
+
+
+def load_config(file: Path) -> ServerConfig:
+    """Read and check ``file``; every problem is one ``ConfigError`` line."""
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+        raise ConfigError(f"cannot read the configuration {file}: {reason}") from None
+    return parse_config(text, str(file))
+
+
+def parse_config(text: str, name: str) -> ServerConfig:
+    raw = _parse(text, name)
+    unknown = set(raw) - {"storage", "backend", "listener", "default_lease_ttl", "max_lease_ttl"}
+    if unknown - _IGNORED:
+        raise ConfigError(f"{name}: unknown key {sorted(unknown - _IGNORED)[0]!r}")
+    storage_type, storage = _one_block(raw, ("storage", "backend"), name)
+    if storage_type == "file":
+        if not isinstance(storage.get("path"), str) or not storage["path"]:
+            raise ConfigError(f'{name}: storage "file" needs a path')
+        path: Path | None = Path(storage["path"]).expanduser()
+    elif storage_type == "inmem":
+        path = None
+    else:
+        raise ConfigError(f'{name}: storage "{storage_type}" is not supported (file, inmem)')
+    listener = _listener(raw, name)
+    try:
+        default_ttl = parse_duration(raw.get("default_lease_ttl") or 0)
+        max_ttl = parse_duration(raw.get("max_lease_ttl") or 0)
+    except VaultlogError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    return ServerConfig(storage_type, path, listener, default_ttl, max_ttl)
+
+
+def _parse(text: str, name: str) -> dict[str, Any]:
+    if text.lstrip().startswith("{"):
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: invalid JSON: {exc}") from None
+    else:
+        import hcl  # type: ignore[import-untyped]
+
+        try:
+            value = hcl.loads(text)
+        except Exception as exc:  # pyhcl raises ValueError and ply's own errors
+            raise ConfigError(f"{name}: invalid HCL: {str(exc).splitlines()[0]}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name}: the configuration must be an object")
+    return value
+
+
+def _one_block(raw: dict[str, Any], names: tuple[str, ...], name: str) -> tuple[str, dict]:
+    """The single labelled block under one of ``names``: ``storage "file" {...}`` parses
+    to ``{"storage": {"file": {...}}}`` (JSON configs may use a list of such objects)."""
+    found = [raw[n] for n in names if n in raw]
+    if len(found) != 1:
+        raise ConfigError(f"{name}: exactly one {names[0]!r} block is required")
+    blocks = found[0] if isinstance(found[0], list) else [found[0]]
+    if len(blocks) != 1 or not isinstance(blocks[0], dict) or len(blocks[0]) != 1:
+        raise ConfigError(f"{name}: exactly one {names[0]!r} block is required")
+    ((label, body),) = blocks[0].items()
+    if not isinstance(body, dict):
+        raise ConfigError(f"{name}: {names[0]} {label!r} must be a block")
+    return str(label), body
+
+
+def _listener(raw: dict[str, Any], name: str) -> Listener:
+    kind, body = _one_block(raw, ("listener",), name)
+    if kind != "tcp":
+        raise ConfigError(f'{name}: listener "{kind}" is not supported (tcp)')
+    unknown = set(body) - _LISTENER_KEYS
+    if unknown:
+        raise ConfigError(f"{name}: unknown listener key {sorted(unknown)[0]!r}")
+    host, port = parse_address(str(body.get("address") or DEFAULT_ADDRESS), name)
+    disabled = str(body.get("tls_disable", "false")).lower() in ("1", "true")
+    cert, key = str(body.get("tls_cert_file") or ""), str(body.get("tls_key_file") or "")
+    if not disabled and not (cert and key):
+        raise ConfigError(
+            f"{name}: the listener needs tls_cert_file and tls_key_file, or tls_disable = 1"
+        )
+    size = body.get("max_request_size", MAX_REQUEST_SIZE)
+    if not isinstance(size, int) or size <= 0:
+        raise ConfigError(f"{name}: max_request_size must be a positive number of bytes")
+    if disabled:
+        cert = key = ""
+    return Listener(host, port, cert, key, size)
