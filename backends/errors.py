@@ -6,7 +6,7 @@ VaultlogError (eventstore.errors)
       │    └── PastRequestError a request of the past tried to change something
       ├── PermissionDeniedError a protected path (HTTP 403)
       ├── NoHandlerError        no mount serves the path (HTTP 404)
-      ├── ConflictError         the path is already in use (HTTP 409)
+      ├── ConflictError         the path is already in use (HTTP 400, as Vault)
       ├── ShreddedDataError     the data asked for was deleted by unmounting (HTTP 410)
       └── UpstreamError         an outside system (AWS) failed (HTTP 502)
 """
@@ -35,7 +35,7 @@ class NoHandlerError(RequestError):
 
 
 class ConflictError(RequestError):
-    status = 409
+    status = 400  # Vault answers "path is already in use" with a 400
 
 
 class UpstreamError(RequestError):

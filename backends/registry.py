@@ -12,6 +12,7 @@ from backends.contract import Backend, BackendFactory
 from backends.errors import InvalidRequestError
 from backends.generic import GenericBackend
 from backends.sys import SysBackend
+from backends.token import TokenBackend
 
 
 def _aws() -> Backend:
@@ -23,7 +24,9 @@ def _aws() -> Backend:
 
 BUILTIN: Mapping[str, BackendFactory] = {
     "system": SysBackend,
+    "token": TokenBackend,  # mounted once, at auth/token/, like system at sys/
     "generic": GenericBackend,
+    "kv": GenericBackend,  # KV version 1: the same engine under today's name
     "aws": _aws,
 }
 
@@ -40,6 +43,6 @@ class Registry:
         if backend is None:
             factory = self.factories.get(backend_type)
             if factory is None:
-                raise InvalidRequestError(f"unknown backend type: {backend_type}")
+                raise InvalidRequestError(f"plugin not found in the catalog: {backend_type}")
             backend = self._made[backend_type] = factory()
         return backend

@@ -1,15 +1,19 @@
 """The ``sys/`` backend: every command that is not a secret's read or write is a request here.
 
-Vault's paths where Vault has one: ``sys/mounts[/P]``, ``sys/remount``, ``sys/renew`` and
-``sys/leases/renew``, ``sys/revoke[-prefix|-force]/X`` and ``sys/leases/revoke...``,
-``sys/leases/lookup``, ``sys/rotate``, ``sys/key-status``, ``sys/audit-hash/P``. Our own,
-for what Vault lacks, under ``sys/vaultlog/``: ``audit`` (the trail), ``verify``,
+Vault's paths, in the shapes of Vault's answers: ``sys/mounts[/P[/tune]]``, ``sys/remount``
+and ``sys/remount/status/ID``, ``sys/internal/ui/mounts[/P]``, ``sys/leases/lookup[/P]``,
+``sys/leases/renew[/ID]``, ``sys/leases/revoke[/ID]``, ``sys/leases/revoke-prefix/P`` and
+``revoke-force/P``, ``sys/rotate[/keyring]``, ``sys/key-status``, ``sys/audit-hash/P``,
+``sys/seal-status``, ``sys/health``, ``sys/leader`` and ``sys/init``. Vault 0.5's, which the
+seed's commands use: ``sys/renew``, ``sys/revoke[-prefix|-force]/X``, ``sys/leases``. Our
+own, for what Vault lacks, under ``sys/vaultlog/``: ``audit`` (the trail), ``verify``,
 ``history/P``, ``restore/P`` and ``head``.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import replace
 from typing import Any, ClassVar
 
@@ -21,15 +25,18 @@ from backends.errors import (
     PermissionDeniedError,
     ShreddedDataError,
 )
-from backends.expiration import ExpirationManager
+from backends.expiration import ExpirationManager, RevocationError
 from backends.moments import parse_time, resolve_at
 from backends.paths import clean_path, mount_point
 from backends.request import Request, Response, who
-from backends.ttl import parse_duration
+from backends.ttl import SYSTEM_DEFAULT_TTL, parse_duration
+from backends.version import CLUSTER_NAME, VAULT_VERSION
 from eventstore import ShreddedError
 from projections import (
     NANOS,
     KeyRotated,
+    Lease,
+    Mount,
     MountCreated,
     MountMoved,
     MountRemoved,
@@ -37,45 +44,37 @@ from projections import (
     StoreState,
 )
 from projections.audit import AuditFilter, audit_trail, rfc3339, secret_history
+from projections.events import MountTuned
 from projections.store import new_id
 
 RESERVED = ("sys/", "audit/", "auth/")  # mount points no one mounts, unmounts or moves
+KV_TYPES = ("kv", "generic")  # KV version 1, under its two names
+_UUIDS = uuid.UUID("5b0e5c1e-7a11-4c0f-9d8e-7661756c746c")  # namespace of derived uuids
+_STATUS_PATHS = ("seal-status", "health", "leader", "init")
 
 
 class SysBackend:
-    """Serves ``sys/``: the mount table, leases, keys and the store's history."""
+    """Serves ``sys/``: the mount table, leases, keys, status and the store's history."""
 
     paths: ClassVar[PathRules] = PathRules(audit_reads=False, reserved=RESERVED)
 
     def handle(self, view: MountView, request: Request) -> Response:
         session, path, op = view.session, request.path.rstrip("/"), request.operation
-        data = request.data
-        leases = ExpirationManager(session)
-        if path == "mounts" and op == "read":
-            return self.list_mounts(session.state)
-        if path.startswith("mounts/") or path == "mounts":
-            target = path.removeprefix("mounts").lstrip("/")
-            if op == "write":
-                return self.mount(session, target)
-            if op == "delete":
-                return self.unmount(session, target)
+        if path == "mounts" or path.startswith("mounts/"):
+            return self._mounts(session, path.removeprefix("mounts").lstrip("/"), op)
         if path == "remount" and op == "write":
             return self.remount(session)
-        if path in ("renew", "leases/renew") and op == "write":
-            return self.renew(session, leases)
-        if path in ("leases", "leases/lookup") and op in ("read", "list", "write"):
-            if path == "leases/lookup" and data.get("lease_id"):
-                return self.lookup(session, leases, str(data["lease_id"]))
-            return self.list_leases(session.state, str(data.get("prefix") or ""))
-        if path == "leases/revoke" and op in ("write", "delete"):
-            return self.revoke(leases, str(data.get("lease_id") or ""), "revoke/")
-        for route, force in (("revoke-prefix/", False), ("revoke-force/", True)):
-            for prefix in (route, f"leases/{route}"):
-                if request.path.startswith(prefix) and op == "write":
-                    return self.revoke(leases, request.path[len(prefix) :], route, force)
-        if request.path.startswith("revoke/") and op == "write":
-            return self.revoke(leases, request.path.removeprefix("revoke/"), "revoke/")
-        if path == "rotate" and op == "write":
+        if path.startswith("remount/status/") and op == "read":
+            return self.remount_status(session, path.removeprefix("remount/status/"))
+        if path == "internal/ui/mounts" and op == "read":
+            return self.ui_mounts(session.state)
+        if path.startswith("internal/ui/mounts/") and op == "read":
+            return self.ui_mount(session.state, request.path.removeprefix("internal/ui/mounts/"))
+        if path in _STATUS_PATHS:
+            return self._status(session, path, op)
+        if path == "leases" or path.startswith(("leases/", "renew", "revoke")):
+            return self._leases(session, request, path, op)
+        if path in ("rotate", "rotate/keyring") and op == "write":
             return self.rotate(session)
         if path == "key-status" and op == "read":
             return self.key_status(session)
@@ -94,46 +93,95 @@ class SysBackend:
             return self.restore(session, request.path.removeprefix("vaultlog/restore/"))
         raise InvalidRequestError(f"unsupported operation: {op} sys/{request.path}")
 
+    def _mounts(self, session: Session, target: str, op: str) -> Response:
+        if not target and op == "read":
+            return self.list_mounts(session.state)
+        if target.endswith("/tune") or target == "tune":
+            point = target.removesuffix("tune").rstrip("/")
+            if op == "read":
+                return self.read_tune(session.state, point)
+            if op == "write":
+                return self.tune(session, point)
+        elif op == "read":
+            return self.read_mount(session.state, target)
+        elif op == "write":
+            return self.mount(session, target)
+        elif op == "delete":
+            return self.unmount(session, target)
+        raise InvalidRequestError(f"unsupported operation: {op} sys/mounts/{target}")
+
+    def _leases(self, session: Session, request: Request, path: str, op: str) -> Response:
+        data, leases = request.data, ExpirationManager(session)
+        lease_id = str(data.get("lease_id") or "")
+        if path in ("leases", "leases/lookup") and op in ("read", "write") and not lease_id:
+            if op == "write":
+                raise InvalidRequestError("lease_id must be specified")
+            return self.list_leases(session.state, str(data.get("prefix") or ""))
+        if path == "leases/lookup" and op in ("read", "write"):
+            return self.lookup(session, lease_id)
+        if path.startswith("leases/lookup") and op == "list":
+            return self.list_lease_ids(session.state, request.path.removeprefix("leases/lookup"))
+        for route in ("renew", "leases/renew"):
+            if op == "write" and (path == route or path.startswith(f"{route}/")):
+                lease_id = lease_id or request.path[len(route) :].strip("/")
+                return self.renew(session, leases, lease_id, legacy=route == "renew")
+        if op in ("write", "delete") and (
+            path == "leases/revoke" or path.startswith("leases/revoke/")
+        ):
+            lease_id = lease_id or request.path.removeprefix("leases/revoke").strip("/")
+            return self.revoke_lease(session, leases, lease_id, _sync(data))
+        for route, force in (("revoke-prefix/", False), ("revoke-force/", True)):
+            if op == "write" and path.startswith(f"leases/{route}"):
+                prefix = request.path.removeprefix(f"leases/{route}")
+                return self.revoke_prefix(session, leases, prefix, force, _sync(data))
+            if op == "write" and request.path.startswith(route):
+                return self.revoke(leases, request.path[len(route) :], route, force)
+        if request.path.startswith("revoke/") and op == "write":
+            return self.revoke(leases, request.path.removeprefix("revoke/"), "revoke/")
+        raise InvalidRequestError(f"unsupported operation: {op} sys/{request.path}")
+
     # ---- the mount table -----------------------------------------------------------------
 
     def list_mounts(self, state: StoreState) -> Response:
-        return Response(
-            data={
-                mount.path: {
-                    "type": mount.type,
-                    "description": mount.description,
-                    "config": {
-                        "default_lease_ttl": mount.default_lease_ttl,
-                        "max_lease_ttl": mount.max_lease_ttl,
-                    },
-                }
-                for mount in state.mounts.sorted()
-            }
-        )
+        return Response(data={m.path: mount_info(m) for m in state.mounts.sorted()})
 
-    def _conflict(self, session: Session, path: str, ignore: str = "") -> None:
+    def read_mount(self, state: StoreState, raw_path: str) -> Response:
+        path = mount_point(raw_path)
+        mount = state.mounts.at(path)
+        if mount is None:
+            raise InvalidRequestError(f"No secret engine mount at {path}")
+        return Response(data=mount_info(mount))
+
+    def _conflict(self, session: Session, path: str, ignore: str = "", quote: bool = False) -> None:
         for existing in session.state.mounts.by_path:
             if existing != ignore and (path.startswith(existing) or existing.startswith(path)):
+                if quote:  # Vault words the two checks differently
+                    raise ConflictError(f'path already in use at "{existing}"')
                 raise ConflictError(f"path is already in use at {existing}")
 
-    def _not_reserved(self, path: str, what: str) -> None:
-        if any(path.startswith(p) for p in self.paths.reserved):
-            raise PermissionDeniedError(f"cannot {what} '{path}'")
+    def _reserved(self, path: str) -> bool:
+        return any(path.startswith(p) for p in self.paths.reserved)
 
     def mount(self, session: Session, raw_path: str) -> Response:
         path = mount_point(raw_path)
         data: dict[str, Any] = session.request.data
-        backend_type = str(data.get("type") or "")
-        if not backend_type:
-            raise InvalidRequestError("missing backend type")
-        self._not_reserved(path, "mount")
-        if backend_type == "system":
-            raise InvalidRequestError("the system backend is mounted once, at sys/")
+        backend_type = data.get("type")
+        if not backend_type or not isinstance(backend_type, str):
+            raise InvalidRequestError("backend type must be specified as a string")
+        if self._reserved(path):
+            raise InvalidRequestError(f'cannot mount "{path}"')
+        if backend_type in ("system", "token"):
+            where = "sys/" if backend_type == "system" else "auth/token/"
+            raise InvalidRequestError(f"the {backend_type} backend is mounted once, at {where}")
         session.backend(backend_type)  # an unknown type is refused here
+        if backend_type in KV_TYPES:
+            _kv_version_1(data.get("options"))
         self._conflict(session, path)
         config = data.get("config") or {}
-        default_ttl = parse_duration(config.get("default_lease_ttl") or 0)
-        max_ttl = parse_duration(config.get("max_lease_ttl") or 0)
+        if not isinstance(config, dict):
+            raise InvalidRequestError("config must be an object")
+        default_ttl = _ttl(config.get("default_lease_ttl"), 0)
+        max_ttl = _ttl(config.get("max_lease_ttl"), 0)
         if default_ttl and max_ttl and default_ttl > max_ttl:
             raise InvalidRequestError("default lease TTL cannot be greater than max lease TTL")
         session.stage(
@@ -150,49 +198,209 @@ class SysBackend:
         return Response()
 
     def unmount(self, session: Session, raw_path: str) -> Response:
+        """Vault's: unmounting a path where nothing is mounted succeeds, doing nothing."""
         path = mount_point(raw_path)
-        self._not_reserved(path, "unmount")
+        if self._reserved(path):
+            raise InvalidRequestError(f'cannot unmount "{path}"')
         mount = session.state.mounts.at(path)
         if mount is None:
-            raise InvalidRequestError("no matching mount")
+            return Response()
         # The seed: "all of its secrets are revoked ... If either fails, it remains mounted".
         ExpirationManager(session).revoke_mount(mount.id, "unmount")
         session.stage(MountRemoved(**who(session.request), mount_id=mount.id, path=path))
         return Response()
 
     def remount(self, session: Session) -> Response:
+        """Move a mount; answered with a ``migration_id`` (the request's id) as Vault's
+        asynchronous move is, although this one is done before the answer."""
         data = session.request.data
-        source = mount_point(str(data.get("from") or ""))
-        target = mount_point(str(data.get("to") or ""))
-        for path in (source, target):
-            self._not_reserved(path, "remount")
+        source, target = data.get("from"), data.get("to")
+        if not (source and target and isinstance(source, str) and isinstance(target, str)):
+            raise InvalidRequestError("both 'from' and 'to' path must be specified as a string")
+        source, target = mount_point(source), mount_point(target)
+        if self._reserved(source):
+            raise InvalidRequestError(f'cannot remount "{source}"')
+        if self._reserved(target):
+            raise InvalidRequestError(f"cannot remount to destination {target}")
         if target == source:
             raise InvalidRequestError(f"cannot remount '{source}' onto itself")
         if target.startswith(source):
             raise InvalidRequestError(f"cannot remount '{source}' under itself ('{target}')")
         mount = session.state.mounts.at(source)
         if mount is None:
-            raise InvalidRequestError(f"no matching mount at '{source}'")
-        self._conflict(session, target, ignore=source)
+            raise InvalidRequestError(f'no matching mount at "{source}"')
+        self._conflict(session, target, ignore=source, quote=True)
         ExpirationManager(session).revoke_mount(mount.id, "remount")
+        request = session.request
         session.stage(
-            MountMoved(**who(session.request), mount_id=mount.id, from_path=source, to_path=target)
+            MountMoved(**who(request), mount_id=mount.id, from_path=source, to_path=target)
         )
+        return Response(data={"migration_id": request.request_id})
+
+    def remount_status(self, session: Session, migration_id: str) -> Response:
+        """The move a ``migration_id`` names (it finished when it was logged), or nothing."""
+        for event in session.store.events():
+            if isinstance(event, MountMoved) and event.request_id == migration_id:
+                info = {
+                    "source_mount": event.from_path,
+                    "target_mount": event.to_path,
+                    "status": "success",
+                }
+                return Response(data={"migration_id": migration_id, "migration_info": info})
         return Response()
+
+    def read_tune(self, state: StoreState, raw_path: str) -> Response:
+        path = mount_point(raw_path)
+        mount = state.mounts.at(path)
+        if mount is None:
+            raise InvalidRequestError(f'cannot fetch sysview for path "{path}"')
+        data: dict[str, Any] = {
+            "default_lease_ttl": mount.default_lease_ttl or SYSTEM_DEFAULT_TTL,
+            "description": mount.description,
+            "force_no_cache": False,
+            "max_lease_ttl": mount.max_lease_ttl or SYSTEM_DEFAULT_TTL,
+        }
+        options = _options(mount)
+        if options is not None:
+            data["options"] = options
+        if mount.type == "system":
+            data["passthrough_request_headers"] = ["Accept"]
+        return Response(data=data)
+
+    def tune(self, session: Session, raw_path: str) -> Response:
+        """Change a mount's description or lease TTLs (``"system"``: back to the default;
+        absent or empty: unchanged). Leases already issued keep their TTLs."""
+        path = mount_point(raw_path)
+        mount = session.state.mounts.at(path)
+        if mount is None:
+            raise InvalidRequestError(f'tune of path "{path}" failed: no mount entry found')
+        data = session.request.data
+        if mount.type in KV_TYPES:
+            _kv_version_1(data.get("options"))
+        default_ttl = _ttl(data.get("default_lease_ttl"), mount.default_lease_ttl)
+        max_ttl = _ttl(data.get("max_lease_ttl"), mount.max_lease_ttl)
+        if default_ttl and max_ttl and max_ttl < default_ttl:
+            raise InvalidRequestError(
+                f"backend max lease TTL of {max_ttl} would be less than backend default "
+                f"lease TTL of {default_ttl}"
+            )
+        description = data.get("description")
+        description = mount.description if description is None else str(description)
+        tuned = replace(
+            mount,
+            description=description,
+            default_lease_ttl=default_ttl,
+            max_lease_ttl=max_ttl,
+        )
+        if tuned != mount:
+            session.stage(
+                MountTuned(
+                    **who(session.request),
+                    mount_id=mount.id,
+                    description=description,
+                    default_lease_ttl=default_ttl,
+                    max_lease_ttl=max_ttl,
+                )
+            )
+        return Response()
+
+    def ui_mounts(self, state: StoreState) -> Response:
+        return Response(data={"auth": {}, "secret": self.list_mounts(state).data})
+
+    def ui_mount(self, state: StoreState, raw_path: str) -> Response:
+        """The mount serving a path, as the preflight of Vault's ``kv`` commands asks."""
+        path = clean_path(raw_path)
+        found = state.mounts.route(path)
+        if found is None:
+            shown = path if path.endswith("/") else f"{path}/"
+            raise PermissionDeniedError(
+                "preflight capability check returned 403, please ensure client's policies "
+                f'grant access to path "{shown}"'
+            )
+        return Response(data=mount_info(found[0], with_path=True))
+
+    # ---- status ----------------------------------------------------------------------------
+
+    def _status(self, session: Session, path: str, op: str) -> Response:
+        if path == "init" and op == "write":
+            raise InvalidRequestError("Vault is already initialized")
+        if op != "read":
+            raise InvalidRequestError(f"unsupported operation: {op} sys/{path}")
+        if path == "init":
+            return Response(data={"initialized": True})
+        if path == "leader":
+            return Response(data={"ha_enabled": False})
+        cluster_id = str(uuid.uuid5(_UUIDS, session.store.keyring.store_id))
+        if path == "health":
+            return Response(
+                data={
+                    "initialized": True,
+                    "sealed": False,
+                    "standby": False,
+                    "replication_performance_mode": "disabled",
+                    "replication_dr_mode": "disabled",
+                    "server_time_utc": int(time.time()),
+                    "version": VAULT_VERSION,
+                    "cluster_name": CLUSTER_NAME,
+                    "cluster_id": cluster_id,
+                }
+            )
+        return Response(
+            data={
+                "type": "shamir",
+                "initialized": True,
+                "sealed": False,
+                "t": 1,
+                "n": 1,
+                "progress": 0,
+                "nonce": "",
+                "recovery_seal": False,
+                "version": VAULT_VERSION,
+                "commit_date": "",
+                "migration": False,
+                "cluster_name": CLUSTER_NAME,
+                "cluster_id": cluster_id,
+                "storage_type": "inmem" if session.store.directory is None else "file",
+            }
+        )
 
     # ---- leases --------------------------------------------------------------------------
 
-    def renew(self, session: Session, leases: ExpirationManager) -> Response:
-        data = session.request.data
-        lease_id = str(data.get("lease_id") or "")
-        increment = parse_duration(data.get("increment") or 0)
+    def renew(
+        self, session: Session, leases: ExpirationManager, lease_id: str, *, legacy: bool
+    ) -> Response:
+        if not lease_id:
+            raise InvalidRequestError("lease_id must be specified")
+        if not legacy:  # Vault's wordings; the seed's renew keeps its own
+            found = session.state.leases.get(lease_id)
+            if found is None:
+                raise InvalidRequestError("lease not found")
+            if not found.renewable:
+                raise InvalidRequestError("lease is not renewable")
+        raw = session.request.data.get("increment") or 0
+        increment = parse_duration(raw)
+        now = time.time_ns()
         lease = leases.renew(lease_id, increment)
-        remaining = max(0, round((lease.expires - time.time_ns()) / NANOS))
-        return Response(data={}, lease_id=lease.id, lease_duration=remaining, renewable=True)
+        remaining = max(0, round((lease.expires - now) / NANOS))
+        warnings: tuple[str, ...] = ()
+        if increment and now + increment * NANOS > lease.max_expires:
+            max_ttl = round((lease.max_expires - lease.issued) / NANOS)
+            warnings = (
+                f'TTL of "{human_duration(increment)}" exceeded the effective max_ttl of '
+                f'"{human_duration(max_ttl)}"; TTL value is capped accordingly',
+            )
+        return Response(
+            data={} if legacy else None,
+            lease_id=lease.id,
+            lease_duration=remaining,
+            renewable=True,
+            warnings=warnings,
+        )
 
     def revoke(
         self, leases: ExpirationManager, target: str, route: str, force: bool = False
     ) -> Response:
+        """The seed's ``sys/revoke[-prefix|-force]/X``: an unknown lease is an error."""
         if not target:
             raise InvalidRequestError("missing lease id or prefix")
         if route == "revoke/":
@@ -201,18 +409,62 @@ class SysBackend:
         revoked = leases.revoke_prefix(target, "prefix", force=force)
         return Response(data={"revoked": revoked})
 
-    def lookup(self, session: Session, leases: ExpirationManager, lease_id: str) -> Response:
-        lease = leases.lookup(lease_id)
+    def revoke_lease(
+        self, session: Session, leases: ExpirationManager, lease_id: str, sync: bool
+    ) -> Response:
+        """Vault's ``sys/leases/revoke``: an unknown lease is revoked already. Not
+        ``sync``: a failure is recorded and retried later, not reported."""
+        if not lease_id:
+            raise InvalidRequestError("lease_id must be specified")
+        lease = session.state.leases.get(lease_id)
+        if lease is not None:
+            try:
+                leases.revoke(lease, "explicit")
+            except RevocationError:
+                if sync:
+                    raise
+        return Response()
+
+    def revoke_prefix(
+        self, session: Session, leases: ExpirationManager, prefix: str, force: bool, sync: bool
+    ) -> Response:
+        if not prefix.strip("/"):
+            raise InvalidRequestError("missing lease id or prefix")
+        if force or sync:
+            leases.revoke_prefix(prefix, "prefix", force=force)
+            return Response()
+        for lease in session.state.leases_under(prefix):
+            try:
+                leases.revoke(lease, "prefix")
+            except RevocationError:
+                continue  # recorded; retried on a later open for writing
+        return Response()
+
+    def lookup(self, session: Session, lease_id: str) -> Response:
+        lease = session.state.leases.get(lease_id)
+        if lease is None:
+            raise InvalidRequestError("invalid lease")
         ttl = max(0, round((lease.expires - time.time_ns()) / NANOS))
         return Response(
             data={
+                "expire_time": rfc3339_nano(lease.expires),
                 "id": lease.id,
-                "issue_time": rfc3339(lease.issued),
-                "expire_time": rfc3339(lease.expires),
+                "issue_time": rfc3339_nano(lease.issued),
+                "last_renewal": rfc3339_nano(lease.last_renewal) if lease.last_renewal else None,
+                "path": lease.path,
                 "renewable": lease.renewable,
                 "ttl": ttl,
             }
         )
+
+    def list_lease_ids(self, state: StoreState, raw_prefix: str) -> Response:
+        """Lease ids one level below a prefix (``a/`` for ``a/b/c``), as Vault lists them;
+        a prefix must end with ``/``."""
+        prefix = raw_prefix.lstrip("/")
+        if prefix and not prefix.endswith("/"):
+            return Response()
+        keys = sorted({_child(lease, prefix) for lease in state.leases_under(prefix)})
+        return Response(data={"keys": keys}) if keys else Response()
 
     def list_leases(self, state: StoreState, prefix: str) -> Response:
         now = time.time_ns() if state.seq else 0
@@ -240,10 +492,14 @@ class SysBackend:
         return self.key_status(session, term)
 
     def key_status(self, session: Session, term: int = 0) -> Response:
-        keyring = session.store.keyring
-        term = term or keyring.term
-        installed = keyring.term_installed[term]
-        return Response(data={"term": term, "install_time": rfc3339(installed)})
+        """The barrier key term in use; ``encryptions``: the records sealed under it."""
+        store = session.store
+        term = term or store.keyring.term
+        installed = store.keyring.term_installed[term]
+        sealed = sum(1 for frame in store.log.frames() if frame.header.term == term)
+        return Response(
+            data={"encryptions": sealed, "install_time": rfc3339(installed), "term": term}
+        )
 
     def audit_hash(self, session: Session, path: str) -> Response:
         """Vault's ``sys/audit-hash``: the HMAC the trail shows for ``input`` in the mount
@@ -332,3 +588,96 @@ class SysBackend:
         view.put(relative, view.open_value(sealed, "value", relative))
         session.staged += target.staged
         return Response(data={"restored": True, "seq": from_seq})
+
+
+# ---- Vault's shapes ----------------------------------------------------------------------
+
+
+def mount_info(mount: Mount, *, with_path: bool = False) -> dict[str, Any]:
+    """A mount as Vault's ``sys/mounts`` shows one (keys in Vault's order, which is
+    alphabetical); ``with_path`` adds its mount point, as ``sys/internal/ui/mounts`` does."""
+    system = mount.type == "system"
+    config: dict[str, Any] = {
+        "default_lease_ttl": mount.default_lease_ttl,
+        "force_no_cache": False,
+        "max_lease_ttl": mount.max_lease_ttl,
+    }
+    if system:
+        config["passthrough_request_headers"] = ["Accept"]
+    info: dict[str, Any] = {"accessor": f"{mount.type}_{mount.id[:8]}", "config": config}
+    if mount.type not in ("system", "generic"):
+        info["deprecation_status"] = "supported"
+    info |= {
+        "description": mount.description,
+        "external_entropy_access": False,
+        "local": False,
+        "options": _options(mount),
+    }
+    if with_path:
+        info["path"] = mount.path
+    info |= {
+        "plugin_version": "",
+        "running_plugin_version": f"v{VAULT_VERSION}+builtin.vault",
+        "running_sha256": "",
+        "seal_wrap": system,
+        "type": mount.type,
+        "uuid": str(uuid.uuid5(_UUIDS, mount.id)),
+    }
+    return info
+
+
+def _options(mount: Mount) -> dict[str, str] | None:
+    if mount.type == "kv":
+        return {"version": "1"}
+    return {} if mount.type == "generic" else None
+
+
+def _kv_version_1(options: object) -> None:
+    """Refuse a KV version other than 1 (the only one vaultlog serves)."""
+    version = options.get("version") if isinstance(options, dict) else None
+    if version not in (None, "", "1", 1):
+        raise InvalidRequestError(
+            f"KV version {version} is not supported: vaultlog serves KV version 1 only"
+        )
+
+
+def _ttl(value: object, current: int) -> int:
+    """A TTL of a mount's config: absent or empty keeps ``current``; ``system`` is 0."""
+    if value is None or value == "":
+        return current
+    if value == "system":
+        return 0
+    return parse_duration(value)
+
+
+def _sync(data: dict[str, Any]) -> bool:
+    sync = data.get("sync", True)
+    return not (sync is False or str(sync).lower() in ("false", "0"))
+
+
+def _child(lease: Lease, prefix: str) -> str:
+    head, slash, _ = lease.id[len(prefix) :].partition("/")
+    return head + slash
+
+
+def human_duration(seconds: int) -> str:
+    """Seconds as Vault prints a duration: ``1h``, ``59m59s``, ``768h``, ``1h1m``."""
+    if seconds <= 0:
+        return "0s"
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{hours}h" if hours else ""
+    if minutes or (hours and secs):
+        text += f"{minutes}m"
+    if secs or not text:
+        text += f"{secs}s"
+    # Go's form is 1h0m0s; Vault trims its "0s" after minutes and its "0m" after hours.
+    return text.replace("h0m", "h") if text.endswith("s") else text
+
+
+def rfc3339_nano(nanos: int) -> str:
+    """A unix-nanosecond time as Go's RFC 3339 with nanoseconds (trailing zeros trimmed)."""
+    seconds, fraction = divmod(nanos, NANOS)
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    digits = f"{fraction:09d}".rstrip("0")
+    return f"{text}.{digits}Z" if digits else f"{text}Z"

@@ -23,6 +23,7 @@ from projections.events import (
     MountCreated,
     MountMoved,
     MountRemoved,
+    MountTuned,
     SecretDeleted,
     SecretRead,
     SecretWritten,
@@ -93,6 +94,12 @@ def audit_trail(events: Iterable[Event]) -> Iterator[AuditEntry]:
             case MountMoved():
                 mounts[event.mount_id] = mount = path = event.to_path
                 detail = {"from": event.from_path}
+            case MountTuned():
+                mount = path = mounts.get(event.mount_id, "")
+                detail = {
+                    "default_lease_ttl": str(event.default_lease_ttl),
+                    "max_lease_ttl": str(event.max_lease_ttl),
+                }
             case SecretWritten():
                 mount = mounts.get(event.mount_id, "")
                 path = mount + event.path

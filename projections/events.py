@@ -54,6 +54,17 @@ class MountMoved(Event):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class MountTuned(Event):
+    """A mount's description or lease TTLs changed; each field holds its new value."""
+
+    TYPE: ClassVar[str] = "mount.tuned"
+    mount_id: str
+    description: str
+    default_lease_ttl: int  # seconds; 0 means the system default
+    max_lease_ttl: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class SecretWritten(Event):
     """A backend stored a value; ``value`` is sealed with the mount's data key."""
 
@@ -159,6 +170,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         MountCreated,
         MountRemoved,
         MountMoved,
+        MountTuned,
         SecretWritten,
         SecretDeleted,
         SecretRead,

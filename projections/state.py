@@ -21,6 +21,7 @@ from projections.events import (
     MountCreated,
     MountMoved,
     MountRemoved,
+    MountTuned,
     SecretDeleted,
     SecretWritten,
 )
@@ -67,6 +68,7 @@ class Lease:
     last_failure: int = 0
     last_error: str = ""
     pending_reason: str = ""  # set while a revocation keeps failing
+    last_renewal: int = 0  # when it was last renewed; 0: never
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +263,7 @@ def apply(state: StoreState, event: Event) -> StoreState:
             )
         case LeaseRenewed():
             lease = state.leases[event.lease_id]
-            state.leases[lease.id] = replace(lease, expires=event.expires)
+            state.leases[lease.id] = replace(lease, expires=event.expires, last_renewal=event.time)
         case LeaseRevoked():
             state.leases.pop(event.lease_id, None)
         case LeaseRevokeFailed():
@@ -289,6 +291,16 @@ def apply(state: StoreState, event: Event) -> StoreState:
                     mount.description,
                     mount.default_lease_ttl,
                     mount.max_lease_ttl,
+                )
+            )
+        case MountTuned():
+            mount = state.mounts.by_id[event.mount_id]
+            state.mounts.add(
+                replace(
+                    mount,
+                    description=event.description,
+                    default_lease_ttl=event.default_lease_ttl,
+                    max_lease_ttl=event.max_lease_ttl,
                 )
             )
     state.seq = event.seq

@@ -54,6 +54,7 @@ from projections.events import (
     MountCreated,
     MountMoved,
     MountRemoved,
+    MountTuned,
     SecretDeleted,
     SecretWritten,
     decode,
@@ -75,7 +76,7 @@ _MAGIC = b"VLVIX002"  # 001 kept file positions; such files are passed over and 
 COMPACT_MIN = 65_536  # appended entries worth merging into the sorted run
 _TAG_CACHE = 65_536
 ENTRY_SIZE = _ENTRY.size
-_MOUNT_EVENTS = (MountCreated, MountMoved, MountRemoved)
+_MOUNT_EVENTS = (MountCreated, MountMoved, MountRemoved, MountTuned)
 
 
 class IndexMismatch(Exception):
@@ -227,6 +228,8 @@ class VersionIndex:
         later = self._events_after(log, log.head.seq)
         wanted: set[tuple[str, str]] = set()
         for event in (*mounts, *later):
+            if isinstance(event, MountTuned):  # names no mount point
+                continue
             point = event.to_path if isinstance(event, MountMoved) else getattr(event, "path", "")
             if isinstance(event, _MOUNT_EVENTS) and path.startswith(point):
                 wanted.add((event.mount_id, path[len(point) :]))
