@@ -7,7 +7,6 @@ paths answer anyone, as in Vault: health, seal status, leader.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 
@@ -25,7 +24,7 @@ class RootToken:
         self._digest = self._hash(token)
 
     def _hash(self, token: str) -> bytes:
-        return hmac.new(self._key, token.encode(), hashlib.sha256).digest()
+        return hmac.digest(self._key, token.encode(), "sha256")
 
     def __call__(self, request: Request) -> Request:
         path = request.path.strip("/")

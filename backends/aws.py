@@ -58,7 +58,7 @@ class AwsBackend:
         missing = [k for k in ("access_key", "secret_key") if not data.get(k)]
         if missing:
             raise InvalidRequestError(f"missing {' and '.join(missing)}")
-        endpoint = str(data.get("endpoint") or "")
+        endpoint = str(data.get("endpoint") or data.get("iam_endpoint") or "")  # 0.5's, 1.x's
         if endpoint and urlparse(endpoint).scheme not in ("http", "https"):
             raise InvalidRequestError("endpoint must be an http:// or https:// URL")
         config = {
@@ -91,21 +91,7 @@ class AwsBackend:
             return Response()
         if request.operation != "write":
             raise InvalidRequestError(f"unsupported operation: {request.operation}")
-        policy, arn = request.data.get("policy"), request.data.get("arn")
-        if bool(policy) == bool(arn):
-            raise InvalidRequestError("give exactly one of policy (inline JSON) or arn")
-        if arn:
-            if not str(arn).startswith("arn:"):
-                raise InvalidRequestError("arn must start with 'arn:'")
-            view.put(key, {"arn": str(arn)})
-            return Response()
-        try:
-            document = json.loads(policy) if isinstance(policy, str) else policy
-        except ValueError:
-            raise InvalidRequestError("policy is not valid JSON") from None
-        if not isinstance(document, dict):
-            raise InvalidRequestError("policy must be a JSON object")
-        view.put(key, {"policy": json.dumps(document, separators=(",", ":"))})
+        view.put(key, _role(request.data))
         return Response()
 
     # ---- credentials ---------------------------------------------------------------------
@@ -124,8 +110,8 @@ class AwsBackend:
                 iam.put_user_policy(
                     UserName=username, PolicyName=role_name, PolicyDocument=role["policy"]
                 )
-            else:
-                iam.attach_user_policy(UserName=username, PolicyArn=role["arn"])
+            for arn in role.get("arns") or ([role["arn"]] if "arn" in role else []):
+                iam.attach_user_policy(UserName=username, PolicyArn=arn)
             key = iam.create_access_key(UserName=username)["AccessKey"]
         except (BotoCoreError, ClientError) as exc:
             error = _describe(exc)
@@ -178,6 +164,42 @@ class AwsBackend:
                 config=_CLIENT_CONFIG,
             )
         return client
+
+
+def _role(data: dict[str, Any]) -> dict[str, Any]:
+    """A role as stored: an inline ``policy`` and/or managed policy ``arns``. Vault 0.5's
+    shape (``policy`` or ``arn``) and 1.x's (``credential_type=iam_user``,
+    ``policy_document``, ``policy_arns``) are both taken."""
+    kind = str(data.get("credential_type") or "iam_user")
+    if kind != "iam_user":
+        raise InvalidRequestError(f"credential_type {kind!r} is not supported (iam_user)")
+    policy = data.get("policy_document") or data.get("policy")
+    arns = data.get("policy_arns") or data.get("arn") or []
+    if isinstance(arns, str):
+        arns = [a.strip() for a in arns.split(",") if a.strip()]
+    if not isinstance(arns, list) or not all(isinstance(a, str) for a in arns):
+        raise InvalidRequestError("policy_arns must be a list of ARNs")
+    if not policy and not arns:
+        raise InvalidRequestError("give a policy (inline JSON) or policy ARNs")
+    if data.get("policy") and data.get("arn"):
+        raise InvalidRequestError("give exactly one of policy (inline JSON) or arn")
+    role: dict[str, Any] = {}
+    if policy:
+        try:
+            document = json.loads(policy) if isinstance(policy, str) else policy
+        except ValueError:
+            raise InvalidRequestError("policy is not valid JSON") from None
+        if not isinstance(document, dict):
+            raise InvalidRequestError("policy must be a JSON object")
+        role["policy"] = json.dumps(document, separators=(",", ":"))
+    for arn in arns:
+        if not arn.startswith("arn:"):
+            raise InvalidRequestError("arn must start with 'arn:'")
+    if len(arns) == 1 and "policy" not in role and "policy_arns" not in data:
+        role["arn"] = arns[0]  # Vault 0.5's shape, as stored before 1.x's was taken
+    elif arns:
+        role["arns"] = list(arns)
+    return role
 
 
 def delete_user(iam: Any, username: str) -> None:

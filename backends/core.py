@@ -24,6 +24,7 @@ from projections.store import Store
 
 Authenticate = Callable[[Request], Request]
 SYSTEM = Mount("system", "sys/", "system")  # sys/ never moves: served without the state
+TOKENS = Mount("token", "auth/token/", "token")  # nor does auth/token/
 
 
 def local_user(request: Request) -> Request:
@@ -60,6 +61,8 @@ class Core:
         path = clean_path(request.path)
         if not path.strip("/"):
             raise InvalidRequestError("missing path")
+        if request.operation == "list" and not path.endswith("/"):
+            path += "/"  # a list names a folder, with or without its slash (as Vault's)
         request = _rebuilt(request, path, request.actor)
         with self.store.lock:
             warnings = len(self.store.warnings)
@@ -104,11 +107,13 @@ class Core:
     def _route(self, path: str, past: StoreState | None, at: str) -> tuple[Mount, str]:
         if path == "sys" or path.startswith("sys/"):  # before the state: verify needs none
             return SYSTEM, path.removeprefix("sys").lstrip("/")
+        if path.startswith("auth/token/"):
+            return TOKENS, path.removeprefix("auth/token/")
         state = self.store.state if past is None else past
         found = state.mounts.route(path)
         if found is None:
             when = f" at seq {state.seq}" if at else ""
-            raise NoHandlerError(f"no handler for route '{path}'{when}")
+            raise NoHandlerError(f'no handler for route "{path}"{when}. route entry not found.')
         mount, relative = found
         if mount.id not in self.store.keyring.mounts:
             raise ShreddedDataError(key_lost(self.store, mount))

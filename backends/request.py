@@ -27,13 +27,15 @@ class Request:
 
 @dataclass(frozen=True, slots=True)
 class Response:
-    """``data`` is None when there is nothing at the path."""
+    """``data`` is None when there is nothing at the path. ``request_id`` is the id a
+    server gave the request (embedded, the caller knows it already)."""
 
     data: dict[str, Any] | None = None
     lease_id: str = ""
     lease_duration: int = 0
     renewable: bool = False
     warnings: tuple[str, ...] = ()
+    request_id: str = ""
 
 
 class Who(TypedDict):

@@ -13,9 +13,9 @@ status, leader and init carry only their data, as Vault's do.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
-import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qsl
@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl
 from backends import Core, Request, RequestError, Response
 from backends.request import Operation
 from eventstore import VaultlogError
+from tools.transport import BARE_PATHS
 
 MAX_REQUEST_SIZE = 32 * 1024 * 1024  # Vault's default max_request_size
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
@@ -56,7 +57,6 @@ _REASONS = {
     502: "Bad Gateway",
     503: "Service Unavailable",
 }
-_BARE = frozenset({"sys/health", "sys/seal-status", "sys/leader", "sys/init"})
 _TRUE = ("true", "1", "t", "yes")
 _JSON = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
 
@@ -123,7 +123,7 @@ class Api:
             path,
             data,
             at=at,
-            request_id=str(uuid.uuid4()),
+            request_id=_request_id(),
             token=_token(environ),
         )
         try:
@@ -167,11 +167,11 @@ class Api:
     ) -> tuple[int, Any, bool]:
         path, operation = request.path.strip("/"), request.operation
         data = response.data
-        if path in _BARE:
+        if path in BARE_PATHS:
             if data is None:
                 return 404, {"errors": []}, False
             return (_health_status(data, query) if path == "sys/health" else 200), data, False
-        if data is None:
+        if data is None or (operation == "list" and not data.get("keys")):
             if operation in ("read", "list"):
                 return 404, {"errors": []}, False
             if not response.lease_id and not response.warnings:
@@ -192,6 +192,12 @@ class Api:
             auth=None,
         )
         return 200, body, False
+
+
+def _request_id() -> str:
+    """A random id in a UUID's shape, as Vault's request ids are (``uuid4`` costs more)."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _token(environ: Environ) -> str:

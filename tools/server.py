@@ -18,17 +18,16 @@ from types import FrameType
 
 from backends import Core, Registry
 from backends.auth import RootToken
+from backends.version import VAULT_VERSION
 from eventstore import VaultlogError
 from projections import Store
 from tools.api import Api
 from tools.config import locate_store
 from tools.server_config import Listener, ServerConfig
 
-VAULT_VERSION = "1.15.0"  # the Vault whose API this server speaks
 EXPIRE_EVERY = 1.0  # seconds between the timer's runs
 THREADS = 32  # requests served at once; more wait in the accept queue
 ACCEPT_QUEUE = 256  # connections accepted and waiting for a thread, at most
-SOCKET_TIMEOUT = 30  # seconds a client may stay silent mid-request
 
 
 class ServerError(VaultlogError):
@@ -83,7 +82,7 @@ def serve(config: ServerConfig, *, dev: bool, root_token: str = "") -> None:
             numthreads=THREADS,
             request_queue_size=ACCEPT_QUEUE,
             accepted_queue_size=ACCEPT_QUEUE,
-            timeout=SOCKET_TIMEOUT,
+            timeout=listener.read_timeout,
             server_name="vaultlog",
         )
         server.max_request_body_size = 0  # the Api answers 413 itself, in Vault's shape

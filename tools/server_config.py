@@ -1,7 +1,8 @@
 """``vault server -config=FILE``: Vault's configuration file, HCL or JSON.
 
 Understood: ``storage`` (or its older name ``backend``) ``"file" { path }`` or ``"inmem" {}``;
-``listener "tcp" { address, tls_disable, tls_cert_file, tls_key_file, max_request_size }``;
+``listener "tcp" { address, tls_disable, tls_cert_file, tls_key_file, max_request_size,
+http_read_timeout }``;
 ``default_lease_ttl``, ``max_lease_ttl``. Accepted and ignored, as they mean nothing here:
 ``disable_mlock``, ``ui``, ``api_addr``, ``cluster_addr``, ``log_level``, ``cluster_name``.
 HCL is Vault's own dialect (HCL 1), parsed with ``pyhcl``.
@@ -19,6 +20,7 @@ from eventstore import VaultlogError
 from tools.api import MAX_REQUEST_SIZE
 
 DEFAULT_ADDRESS = "127.0.0.1:8200"
+READ_TIMEOUT = 30  # Vault's http_read_timeout
 _IGNORED = {"disable_mlock", "ui", "api_addr", "cluster_addr", "log_level", "cluster_name"}
 _LISTENER_KEYS = {
     "address",
@@ -27,6 +29,7 @@ _LISTENER_KEYS = {
     "tls_key_file",
     "max_request_size",
     "cluster_address",
+    "http_read_timeout",
 }
 
 
@@ -41,6 +44,7 @@ class Listener:
     tls_cert_file: str = ""
     tls_key_file: str = ""
     max_request_size: int = MAX_REQUEST_SIZE
+    read_timeout: int = READ_TIMEOUT  # seconds a client may stay silent mid-request
 
     @property
     def tls(self) -> bool:
@@ -150,6 +154,10 @@ def _listener(raw: dict[str, Any], name: str) -> Listener:
     size = body.get("max_request_size", MAX_REQUEST_SIZE)
     if not isinstance(size, int) or size <= 0:
         raise ConfigError(f"{name}: max_request_size must be a positive number of bytes")
+    try:
+        timeout = parse_duration(body.get("http_read_timeout", READ_TIMEOUT))
+    except VaultlogError as exc:
+        raise ConfigError(f"{name}: http_read_timeout: {exc}") from None
     if disabled:
         cert = key = ""
-    return Listener(host, port, cert, key, size)
+    return Listener(host, port, cert, key, size, max(timeout, 1))

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from urllib.parse import quote, urlencode, urlsplit
 
 from backends import Core, Registry, Request, Response, WriterNeeded
+from backends.auth import UNAUTHENTICATED
 from backends.errors import (
     InvalidRequestError,
     NoHandlerError,
@@ -31,7 +32,18 @@ from tools.config import StoreLocation
 
 # Requests a reader answers (no lock, no audit record): the rest need the writer, and a
 # request that turns out to change the store is served again by one.
-_READER_PATHS = ("sys/mounts", "sys/leases", "sys/key-status", "sys/vaultlog/")
+_READER_PATHS = (
+    "sys/mounts",
+    "sys/leases",
+    "sys/key-status",
+    "sys/vaultlog/",
+    "sys/remount/status/",
+    "sys/internal/ui/mounts",
+    "sys/seal-status",
+    "sys/health",
+    "sys/leader",
+    "sys/init",
+)
 
 
 class Transport(Protocol):
@@ -140,6 +152,8 @@ _ERRORS: dict[int, type[RequestError]] = {
     502: UpstreamError,
 }
 _METHODS = {"read": "GET", "list": "LIST", "write": "PUT", "delete": "DELETE"}
+# Vault answers its unauthenticated paths with their data alone, no envelope.
+BARE_PATHS = UNAUTHENTICATED
 
 
 class HttpTransport:
@@ -234,6 +248,9 @@ class HttpTransport:
             body = json.loads(raw) if raw.strip() else None
         except ValueError:
             body = None
+        bare = body if request.path.strip("/") in BARE_PATHS and isinstance(body, dict) else None
+        if bare is not None and "errors" not in bare:  # health: 429, 501 or 503 with its data
+            return Response(data=bare)
         if status in (200, 202, 204):
             if not isinstance(body, dict):
                 return Response(data=None)
@@ -244,6 +261,7 @@ class HttpTransport:
                 lease_duration=int(body.get("lease_duration") or 0),
                 renewable=bool(body.get("renewable")),
                 warnings=tuple(str(w) for w in warnings),
+                request_id=str(body.get("request_id") or ""),
             )
         errors = body.get("errors") if isinstance(body, dict) else None
         errors = [str(e) for e in errors] if isinstance(errors, list) else []
