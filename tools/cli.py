@@ -8,17 +8,16 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from backends import Request, RequestError, Response
-from backends.request import Operation
 from eventstore import VaultlogError
 from eventstore.keyring import KEYRING_FILE
+from tools import commands
+from tools.client import CommandFailed, call, parse_data
 from tools.config import locate_store
 from tools.output import columns, escape, rfc3339, secret_json, secret_table, text
-from tools.transport import EmbeddedTransport, HttpTransport, Transport
 
 app = typer.Typer(
     add_completion=False,
@@ -28,16 +27,10 @@ app = typer.Typer(
     help="vaultlog: Vault's secret backends over an encrypted, tamper-evident event log.",
 )
 
+commands.register(app)
+
 # Vault's flags are single-dash (-path=x); they are rewritten to --path=x before parsing.
 _SINGLE_DASH = re.compile(r"^-([a-z][a-z-]+)(=.*)?$", re.DOTALL)
-
-
-class CommandFailed(Exception):
-    """A command could not do what was asked; ``str()`` is the one line to print."""
-
-    def __init__(self, message: str, exit_code: int = 2) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def vault_style_flags(args: list[str]) -> list[str]:
@@ -51,62 +44,11 @@ def vault_style_flags(args: list[str]) -> list[str]:
     return out
 
 
-_transport: Transport | None = None
-
-
-def transport() -> Transport:
-    """How this process reaches the store: over HTTP to ``VAULT_ADDR`` when it is set,
-    else embedded, in-process. One per process, so a command's requests share a
-    connection."""
-    global _transport
-    if _transport is None:
-        address = os.environ.get("VAULT_ADDR")
-        if address:
-            _transport = HttpTransport(
-                address,
-                _token(),
-                cacert=os.environ.get("VAULT_CACERT", ""),
-                skip_verify=os.environ.get("VAULT_SKIP_VERIFY", "").lower() in ("1", "true"),
-            )
-        else:
-            _transport = EmbeddedTransport(locate_store())
-    return _transport
-
-
-def _token() -> str:
-    """``VAULT_TOKEN``, else the token ``vault login`` left in ``~/.vault-token``."""
-    token = os.environ.get("VAULT_TOKEN")
-    if token is not None:
-        return token.strip()
-    try:
-        return (Path.home() / ".vault-token").read_text().strip()
-    except (OSError, UnicodeDecodeError):
-        return ""
-
-
-def call(
-    operation: Operation,
-    path: str,
-    data: dict[str, Any] | None = None,
-    *,
-    at: str = "",
-    error_prefix: str,
-    exit_code: int = 1,
-) -> Response:
-    """Send one request, turning a request error into one line; warnings go to stderr."""
-    request = Request(operation, path, data or {}, at=at)
-    try:
-        response = transport().handle(request)
-    except RequestError as exc:
-        raise CommandFailed(f"{error_prefix}: {exc}", exit_code) from None
-    for warning in response.warnings:
-        print(f"Warning: {warning}", file=sys.stderr)
-    return response
-
-
 @app.command()
 def init() -> None:
     """Create the store explicitly and print where its data and unseal key live."""
+    if os.environ.get("VAULT_ADDR"):  # a server's store was created when it first started
+        raise CommandFailed("Error initializing: Vault is already initialized", 2)
     location = locate_store()
     if (location.directory / KEYRING_FILE).exists():
         raise CommandFailed(f"Error: a store already exists in {location.directory}", 1)
@@ -411,56 +353,9 @@ def version() -> None:
 def version_line() -> str:
     from importlib.metadata import version as installed
 
-    from tools.server import VAULT_VERSION
+    from backends.version import VAULT_VERSION
 
     return f"Vault v{VAULT_VERSION} (vaultlog {installed('vaultlog')})"
-
-
-def parse_data(args: list[str]) -> dict[str, Any]:
-    """Vault's key=value builder: ``k=v``, ``k=@file``, ``k=-``, ``@file.json``, ``-``."""
-    data: dict[str, Any] = {}
-    for position, arg in enumerate(args, start=1):
-        if arg == "-":
-            data.update(_json_object(sys.stdin.read(), "stdin"))
-        elif arg.startswith("@"):
-            data.update(_json_object(_read_file(arg[1:]), arg[1:]))
-        else:
-            key, sep, value = arg.partition("=")
-            if not sep or not key:
-                raise CommandFailed(
-                    f"Error loading data: Invalid key/value pair (argument {position}): "
-                    "format must be key=value",
-                    1,
-                )
-            if value.startswith("@"):
-                value = _read_file(value[1:])
-            elif value.startswith("\\@"):
-                value = value[1:]
-            elif value == "-":
-                value = sys.stdin.read()
-            data[key] = value
-    return data
-
-
-def _read_file(name: str) -> str:
-    try:
-        with open(name, encoding="utf-8") as f:
-            return f.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or "not UTF-8 text"
-        raise CommandFailed(
-            f"Error loading data: error reading file '{name}': {reason}", 1
-        ) from None
-
-
-def _json_object(raw: str, source: str) -> dict[str, Any]:
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        raise CommandFailed(f"Error loading data: {source} does not hold valid JSON", 1) from None
-    if not isinstance(value, dict):
-        raise CommandFailed(f"Error loading data: {source} must hold a JSON object", 1)
-    return value
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -472,7 +367,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = command.main(rest, prog_name=prog, standalone_mode=False)
     except CommandFailed as exc:
-        print(escape(str(exc)), file=sys.stderr)
+        print(str(exc) if exc.escaped else escape(str(exc)), file=sys.stderr)
         code = exc.exit_code
     except VaultlogError as exc:
         print(escape(f"Error: {exc}"), file=sys.stderr)
