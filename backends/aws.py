@@ -28,7 +28,7 @@ _CLIENT_CONFIG = Config(
 
 
 class AwsBackend:
-    paths: ClassVar[PathRules] = PathRules()
+    paths: ClassVar[PathRules] = PathRules(calls_out=True)
 
     def __init__(self) -> None:
         self._clients: dict[tuple[str, ...], Any] = {}

@@ -43,11 +43,14 @@ class PathRules:
 
     ``audit_reads``: a read of it is a read of a secret, recorded (``secret.read``) before
     it is answered. ``reserved``: mount points nobody may mount, unmount or move (the
-    backend's own, and those Vault keeps for later: ``auth/``, ``audit/``).
+    backend's own, and those Vault keeps for later: ``auth/``, ``audit/``). ``calls_out``:
+    serving a request may wait on a system outside the store (an AWS call), so a server
+    with one thread for the store serves it on another.
     """
 
     audit_reads: bool = True
     reserved: tuple[str, ...] = ()
+    calls_out: bool = False
 
 
 class Backend(Protocol):

@@ -14,7 +14,12 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from backends.contract import Backends, MountView, Session, key_lost
-from backends.errors import InvalidRequestError, NoHandlerError, ShreddedDataError
+from backends.errors import (
+    InvalidRequestError,
+    NoHandlerError,
+    RequestError,
+    ShreddedDataError,
+)
 from backends.expiration import ExpirationManager, store_request
 from backends.moments import resolve_at
 from backends.paths import clean_path
@@ -57,6 +62,14 @@ class Core:
 
     def handle(self, request: Request) -> Response:
         """Serve ``request``; the answer comes only once all it could have seen is durable."""
+        response, _ = self.serve(request)
+        self.store.flush()
+        return response
+
+    def serve(self, request: Request) -> tuple[Response, int]:
+        """Serve ``request`` without waiting for the disk: the answer, and the seq that must
+        be durable before it is given (0: nothing to wait for). A server waits for many
+        requests' seqs with one sync (group commit)."""
         request = self.authenticate(request)
         path = clean_path(request.path)
         if not path.strip("/"):
@@ -68,8 +81,24 @@ class Core:
             warnings = len(self.store.warnings)
             response = self._serve(request)
             said = tuple(self.store.warnings[warnings:])
-        self.store.flush()
-        return replace(response, warnings=response.warnings + said) if said else response
+            seq = self.store.head.seq if self.store.writable else 0
+        if said:
+            response = replace(response, warnings=response.warnings + said)
+        return response, seq
+
+    def calls_out(self, request: Request) -> bool:
+        """Whether serving ``request`` may wait on a system outside the store (AWS), as
+        requests to such a backend may, and changes under ``sys/`` (revoking leases)."""
+        path = request.path.lstrip("/")
+        if path == "sys" or path.startswith("sys/"):
+            return request.operation not in ("read", "list")
+        found = self.store.state.mounts.route(path)
+        if found is None or request.at:
+            return False
+        try:
+            return self.backends.get(found[0].type).paths.calls_out
+        except RequestError:  # a type no backend serves: refused when served
+            return False
 
     def _serve(self, request: Request) -> Response:
         past: StoreState | None = None

@@ -1,4 +1,4 @@
-"""Vault's HTTP API over a Core: a WSGI application, in the shapes of the captures.
+"""Vault's HTTP API over a Core: an ASGI application, in the shapes of the captures.
 
 ``/v1/<path>``: GET reads (``?list=true`` lists), LIST lists, PUT and POST write, DELETE
 deletes. A read's query parameters are its data (``at`` asks for the past); a write's data
@@ -8,26 +8,38 @@ Answers: 200 with Vault's envelope; 204 for a write with nothing to say; 404 wit
 ``{"errors": []}`` for a read of nothing; ``{"errors": [...]}`` with the error's status
 otherwise. A few ``sys/`` answers also carry their data at the top level, and health, seal
 status, leader and init carry only their data, as Vault's do.
+
+One thread, the event loop's, serves the store: each request is served at once and then
+waits, without holding anything, until its seq is durable; a thread of its own syncs the
+log for every request waiting (group commit). A request that may wait on a system outside
+the store (an AWS call) is served on a worker thread instead, so it never stalls the loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import heapq
+import itertools
 import json
 import os
 import sys
+import threading
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 from backends import Core, Request, RequestError, Response
 from backends.request import Operation
 from eventstore import VaultlogError
+from projections import Store
 from tools.transport import BARE_PATHS
 
 MAX_REQUEST_SIZE = 32 * 1024 * 1024  # Vault's default max_request_size
-StartResponse = Callable[[str, list[tuple[str, str]]], Any]
-Environ = dict[str, Any]
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 _OPERATIONS: dict[str, Operation] = {
     "GET": "read",
@@ -37,28 +49,8 @@ _OPERATIONS: dict[str, Operation] = {
     "POST": "write",
     "DELETE": "delete",
 }
-_REASONS = {
-    200: "OK",
-    202: "Accepted",
-    204: "No Content",
-    299: "OK",
-    400: "Bad Request",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    409: "Conflict",
-    410: "Gone",
-    413: "Request Entity Too Large",
-    429: "Too Many Requests",
-    472: "Standby",
-    473: "Performance Standby",
-    500: "Internal Server Error",
-    501: "Not Implemented",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-}
 _TRUE = ("true", "1", "t", "yes")
-_JSON = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
+_JSON = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
 
 
 class HttpError(Exception):
@@ -77,30 +69,125 @@ def data_at_top_level(operation: str, path: str) -> bool:
     return operation == "write" and (path == "sys/remount" or path.startswith("sys/audit-hash/"))
 
 
+class Durability:
+    """Group commit for the event loop: ``await wait(seq)`` returns once ``seq`` is on
+    disk. One thread syncs the log for every waiter at once; a failed sync fails them all
+    (the store is read-only from then on)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+        self._wanted = self._durable = 0
+        self._wake = threading.Condition()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = False
+        self._thread = threading.Thread(target=self._sync, name="group-commit", daemon=True)
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+
+    async def wait(self, seq: int) -> None:
+        if seq <= self._durable:
+            return
+        future = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (seq, next(self._order), future))
+        with self._wake:
+            if seq > self._wanted:
+                self._wanted = seq
+                self._wake.notify()
+        await future
+
+    def _sync(self) -> None:
+        synced = 0
+        while True:
+            with self._wake:
+                while self._wanted <= synced and not self._stopping:
+                    self._wake.wait()
+                if self._wanted <= synced:
+                    return
+                target = self._wanted
+            error: BaseException | None = None
+            try:
+                self.store.flush()
+            except BaseException as exc:  # told to every waiter; the log is read-only now
+                error = exc
+            else:
+                synced = target
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(self._release, synced, error)
+            if error is not None:
+                synced = target  # the waiters are answered; later writes fail on their own
+
+    def _release(self, synced: int, error: BaseException | None) -> None:
+        self._durable = max(self._durable, synced)
+        while self._waiters and (error is not None or self._waiters[0][0] <= synced):
+            future = heapq.heappop(self._waiters)[2]
+            if not future.done():
+                if error is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(error)
+
+
 class Api:
-    """The WSGI application: every request becomes one ``Core.handle``."""
+    """The ASGI application: every request becomes one ``Core.serve``."""
 
-    def __init__(self, core: Core, *, max_request_size: int = MAX_REQUEST_SIZE) -> None:
-        self.core, self.max_request_size = core, max_request_size
+    def __init__(
+        self,
+        core: Core,
+        *,
+        max_request_size: int = MAX_REQUEST_SIZE,
+        read_timeout: float = 30.0,
+        threads: int = 8,
+    ) -> None:
+        self.core, self.max_request_size, self.read_timeout = core, max_request_size, read_timeout
+        self.durability = Durability(core.store)
+        self._workers = ThreadPoolExecutor(threads, thread_name_prefix="calls-out")
 
-    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        method = environ.get("REQUEST_METHOD", "GET")
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        method = scope.get("method", "GET")
         try:
-            status, body, close = self._serve(environ, method)
+            status, body, close = await self._serve(scope, receive, method)
         except HttpError as exc:
             status, body, close = exc.status, {"errors": [str(exc)]}, exc.close
         headers = list(_JSON)
         if close:
-            headers.append(("Connection", "close"))
+            headers.append((b"connection", b"close"))
         payload = b"" if body is None or method == "HEAD" else json.dumps(body).encode()
-        headers.append(("Content-Length", str(len(payload))))
-        start_response(f"{status} {_REASONS.get(status, 'Unknown')}", headers)
-        return [payload]
+        headers.append((b"content-length", str(len(payload)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
 
-    def _serve(self, environ: Environ, method: str) -> tuple[int, Any, bool]:
-        raw_path = environ.get("PATH_INFO", "")
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.durability.start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self._workers.shutdown(wait=True)
+                self.durability.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _serve(self, scope: Scope, receive: Receive, method: str) -> tuple[int, Any, bool]:
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         try:
-            full = raw_path.encode("latin-1").decode("utf-8")
+            full = unquote_to_bytes(raw_path.split(b"?", 1)[0]).decode("utf-8")
         except UnicodeError:
             raise HttpError(400, "the path is not valid UTF-8") from None
         if not full.startswith("/v1/"):
@@ -108,26 +195,30 @@ class Api:
         path = full.removeprefix("/v1/")
         operation = _OPERATIONS.get(method)
         if operation is None or (method == "HEAD" and path != "sys/health"):
-            raise HttpError(405, f"unsupported method {method[:16]!r}")
-        query = dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
+            raise HttpError(405, f"unsupported method {method[:16]!r}", close=True)
+        query_string = scope.get("query_string", b"").decode("latin-1")
+        query = dict(parse_qsl(query_string, keep_blank_values=True))
         at = query.pop("at", "")
         if operation == "read" and query.pop("list", "").lower() in _TRUE:
             operation = "list"
-        if environ.get("HTTP_X_VAULT_WRAP_TTL"):
+        headers = _headers(scope)
+        if headers.get("x-vault-wrap-ttl"):
             raise HttpError(400, "response wrapping is not supported by this server yet")
-        data: dict[str, Any] = self._body(environ) if operation == "write" else query
+        has_body = "content-length" in headers or "transfer-encoding" in headers
+        body = await self._body(receive, headers) if has_body else {}
+        data: dict[str, Any] = body if operation == "write" else query
         if operation == "delete":
             data = {}
         request = Request(
-            operation,
-            path,
-            data,
-            at=at,
-            request_id=_request_id(),
-            token=_token(environ),
+            operation, path, data, at=at, request_id=_request_id(), token=_token(headers)
         )
         try:
-            response = self.core.handle(request)
+            if self.core.calls_out(request):
+                loop = asyncio.get_running_loop()
+                response = await loop.run_in_executor(self._workers, self.core.handle, request)
+            else:
+                response, seq = self.core.serve(request)
+                await self.durability.wait(seq)
         except RequestError as exc:
             return exc.status, {"errors": [str(exc)]}, False
         except VaultlogError as exc:  # the store failed: its message is one line, no secret
@@ -137,21 +228,28 @@ class Api:
             return 500, {"errors": ["internal error"]}, False
         return self._answer(request, response, query)
 
-    def _body(self, environ: Environ) -> dict[str, Any]:
-        length_header = environ.get("CONTENT_LENGTH") or ""
-        stream = environ["wsgi.input"]
-        if length_header:
+    async def _body(self, receive: Receive, headers: dict[str, str]) -> dict[str, Any]:
+        """The JSON object in the body: refused past ``max_request_size`` as soon as it
+        says or grows so, and when the client stalls for ``read_timeout``."""
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_request_size:
+            raise HttpError(413, "http: request body too large", close=True)
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more:
             try:
-                length = int(length_header)
-            except ValueError:
-                raise HttpError(400, "invalid Content-Length", close=True) from None
-            if length > self.max_request_size:
+                message = await asyncio.wait_for(receive(), self.read_timeout)
+            except TimeoutError:
+                raise HttpError(408, "timed out reading the request body", close=True) from None
+            if message["type"] == "http.disconnect":
+                raise HttpError(400, "the client went away", close=True)
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_request_size:
                 raise HttpError(413, "http: request body too large", close=True)
-            raw = stream.read(length) if length else b""
-        else:  # chunked, or nothing
-            raw = stream.read(self.max_request_size + 1)
-            if len(raw) > self.max_request_size:
-                raise HttpError(413, "http: request body too large", close=True)
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        raw = b"".join(chunks)
         if not raw.strip():
             return {}
         try:
@@ -200,13 +298,20 @@ def _request_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def _token(environ: Environ) -> str:
-    token = environ.get("HTTP_X_VAULT_TOKEN", "")
+def _headers(scope: Scope) -> dict[str, str]:
+    return {
+        name.decode("latin-1").lower(): value.decode("latin-1")
+        for name, value in scope.get("headers", [])
+    }
+
+
+def _token(headers: dict[str, str]) -> str:
+    token = headers.get("x-vault-token", "")
     if not token:
-        scheme, _, value = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+        scheme, _, value = headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer":
             token = value.strip()
-    return str(token)
+    return token
 
 
 def _async(request: Request) -> bool:

@@ -1,20 +1,28 @@
-"""``vault server``: one store, one Core, Vault's HTTP API (``tools.api``) served by cheroot.
+"""``vault server``: one store, one Core, Vault's HTTP API (``tools.api``) served by uvicorn.
 
-Requests are served on a bounded pool of threads, so while one request waits for the disk
-the others append behind it and one sync makes them all durable (group commit). A timer
+uvicorn (with httptools and uvloop) runs the event loop; the store is served on it, one
+request after another, and each answer waits for the disk without holding anything, so
+while one sync runs the next requests append behind it and one sync makes them all
+durable (group commit). Requests that may wait on AWS run on worker threads. A timer
 revokes expired leases and retries failed revocations. SIGTERM and SIGINT stop the server
 cleanly: no new requests, the answers under way finish, the store is closed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import signal
+import socket
 import string
 import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
-from types import FrameType
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from backends import Core, Registry
 from backends.auth import RootToken
@@ -25,9 +33,11 @@ from tools.api import Api
 from tools.config import locate_store
 from tools.server_config import Listener, ServerConfig
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 EXPIRE_EVERY = 1.0  # seconds between the timer's runs
-THREADS = 32  # requests served at once; more wait in the accept queue
-ACCEPT_QUEUE = 256  # connections accepted and waiting for a thread, at most
+MAX_CONNECTIONS = 1024  # open connections and requests at once; beyond, 503
+ACCEPT_QUEUE = 256  # connections the kernel holds before accepting them
+KEEP_ALIVE = 30  # seconds an idle keep-alive connection stays open
 
 
 class ServerError(VaultlogError):
@@ -63,8 +73,6 @@ def open_store(config: ServerConfig) -> tuple[Store, str]:
 
 def serve(config: ServerConfig, *, dev: bool, root_token: str = "") -> None:
     """Serve until SIGTERM or SIGINT."""
-    from cheroot import wsgi
-
     root_token = root_token or new_root_token()
     store, key_source = open_store(config)
     try:
@@ -76,56 +84,155 @@ def serve(config: ServerConfig, *, dev: bool, root_token: str = "") -> None:
         )
         core.maintain()
         listener = config.listener
-        server = wsgi.Server(
-            (listener.host, listener.port),
-            Api(core, max_request_size=listener.max_request_size),
-            numthreads=THREADS,
-            request_queue_size=ACCEPT_QUEUE,
-            accepted_queue_size=ACCEPT_QUEUE,
-            timeout=listener.read_timeout,
-            server_name="vaultlog",
+        api = Api(
+            core, max_request_size=listener.max_request_size, read_timeout=listener.read_timeout
         )
-        server.max_request_body_size = 0  # the Api answers 413 itself, in Vault's shape
-        if listener.tls:
-            server.ssl_adapter = _tls(listener)
+        settings = uvicorn.Config(
+            api,
+            loop="uvloop",
+            http=_protocol(listener.read_timeout),
+            lifespan="on",
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            server_header=False,
+            proxy_headers=False,  # no proxy is trusted to name the client
+            timeout_keep_alive=KEEP_ALIVE,
+            timeout_graceful_shutdown=10,
+            limit_concurrency=MAX_CONNECTIONS,
+            backlog=ACCEPT_QUEUE,
+            ssl_certfile=listener.tls_cert_file or None,
+            ssl_keyfile=listener.tls_key_file or None,
+        )
         try:
-            server.prepare()
-        except OSError as exc:
-            where = f"{listener.host}:{listener.port}"
-            raise ServerError(f"cannot listen on {where}: {exc.strerror or exc}") from None
-        _print_banner(Started(config, root_token, dev, key_source))
+            settings.load()
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise ServerError(f"cannot load the TLS certificate or key: {reason}") from None
+        listening = _bind(listener)
         stopping = threading.Event()
-
-        def stop(signum: int, frame: FrameType | None) -> None:
-            if not stopping.is_set():
-                stopping.set()
-                threading.Thread(target=server.stop, daemon=True).start()
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
         timer = threading.Thread(target=_expire_on_timer, args=(core, stopping), daemon=True)
         timer.start()
-        server.serve()
-        stopping.set()
-        server.stop()
-        timer.join(timeout=10)
+        try:
+            _Server(settings, Started(config, root_token, dev, key_source)).run([listening])
+        finally:
+            stopping.set()
+            timer.join(timeout=30)
+            listening.close()
         print("==> Vault shutdown triggered", flush=True)
     finally:
         store.close()
 
 
-def _tls(listener: Listener) -> object:
-    import ssl
-
-    from cheroot.ssl.builtin import BuiltinSSLAdapter
-
+def _bind(listener: Listener) -> socket.socket:
+    family = socket.AF_INET6 if ":" in listener.host else socket.AF_INET
+    listening = socket.socket(family, socket.SOCK_STREAM)
     try:
-        adapter = BuiltinSSLAdapter(listener.tls_cert_file, listener.tls_key_file)
-    except (OSError, ssl.SSLError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise ServerError(f"cannot load the TLS certificate or key: {reason}") from None
-    adapter.context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return adapter
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind((listener.host, listener.port))
+        listening.listen(ACCEPT_QUEUE)
+    except OSError as exc:
+        listening.close()
+        where = f"{listener.host}:{listener.port}"
+        raise ServerError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+    return listening
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's, printing Vault's banner once it listens, and stopping on SIGTERM or
+    SIGINT without dying of the signal afterwards (uvicorn raises it again once stopped):
+    the store is closed first, and the server exits 0, as Vault's does."""
+
+    def __init__(self, config: uvicorn.Config, started: Started) -> None:
+        super().__init__(config)
+        self._banner = started
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            _print_banner(self._banner)
+
+
+def as_get_list(data: bytes) -> bytes:
+    """``LIST /v1/p HTTP/1.1...`` as ``GET /v1/p?list=true HTTP/1.1...``, which means the
+    same to Vault: httptools knows no LIST method, and hvac sends it."""
+    end = data.find(b" ", 5)
+    if end < 0:
+        return data  # not a whole request line: the parser refuses it as it stands
+    target = data[5:end]
+    joiner = b"&" if b"?" in target else b"?"
+    return b"GET " + target + joiner + b"list=true" + data[end:]
+
+
+def _protocol(read_timeout: float) -> type:
+    """uvicorn's httptools protocol with a deadline for each request's line and headers
+    (a client that connects and stalls, or trickles its headers, is dropped after
+    ``read_timeout``; the body has its own, in the Api), and Vault's LIST method, taken
+    when a request line opens what arrives (clients send one request at a time)."""
+
+    class Protocol(HttpToolsProtocol):  # type: ignore[misc]
+        _deadline: Any = None
+        _between_messages = True
+
+        def data_received(self, data: bytes) -> None:
+            if self._between_messages and data[:5] == b"LIST ":
+                data = as_get_list(data)
+            super().data_received(data)
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self._between_messages = True
+
+        def eof_received(self) -> bool:  # type: ignore[override]
+            """A client that half-closes after its request still gets its answer."""
+            self._eof = True
+            return self.cycle is not None and not self.cycle.response_complete
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if getattr(self, "_eof", False) and not self.transport.is_closing():
+                self.transport.close()
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._deadline = self.loop.call_later(read_timeout, self._expire)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _expire(self) -> None:
+            if not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._between_messages = False
+            self._arm()
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return Protocol
 
 
 def _expire_on_timer(core: Core, stopping: threading.Event) -> None:
