@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tools.bench import RESULTS_END, RESULTS_START
+from tools.bench import RESULTS_END, RESULTS_START, SERVER_END, SERVER_START
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = {
@@ -21,6 +21,13 @@ TINY = {
     "codec-events": 300,
     "slow-rounds": 1,
     "pit-samples": 2,
+    "cli-runs": 1,
+}
+SERVER_TINY = {
+    "server-rounds": 1,
+    "server-requests": 5,
+    "server-seconds": 1,
+    "appends": 10,
     "cli-runs": 1,
 }
 
@@ -56,3 +63,29 @@ def test_bench_runs_at_tiny_sizes_and_rewrites_only_its_output(tmp_path: Path) -
     assert list(tmp_path.iterdir()) == [output]  # its stores are cleaned up
     if before is not None:
         assert repo_results.read_bytes() == before
+
+
+def test_server_bench_runs_at_tiny_sizes_beside_the_other_results(tmp_path: Path) -> None:
+    output = tmp_path / "BENCHMARKS.md"
+    kept = f"# Benchmarks\n\n{RESULTS_START}\nkept\n{RESULTS_END}\n"
+    output.write_text(kept)
+    sizes = [arg for name, value in SERVER_TINY.items() for arg in (f"--{name}", str(value))]
+    where = ["--output", str(output), "--dir", str(tmp_path)]
+
+    run = subprocess.run(
+        [sys.executable, "-m", "tools.bench", "--server", *where, *sizes],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+    assert run.returncode == 0, run.stderr
+    text = output.read_text()
+    assert text.startswith(kept)  # the other figures' block is left alone
+    assert SERVER_START in text and text.endswith(f"{SERVER_END}\n")
+    for row in ("| 9 | writes over HTTP", "| 9 | reads over HTTP", "| 10 | `vault read"):
+        assert row in text
+    assert "OpenBao: " in text and "raw fsync: " in text and "n/a" not in text
+    assert "Traceback" not in run.stderr and "Root Token" not in run.stdout + run.stderr
+    assert list(tmp_path.iterdir()) == [output]  # its servers' directories are cleaned up

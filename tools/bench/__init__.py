@@ -10,10 +10,15 @@ PASS/MISS per target, and the results section of BENCHMARKS.md is rewritten with
 Run it from a regular (non-editable) install: with PYTHONDONTWRITEBYTECODE set, an editable
 install compiles vaultlog's modules in every ``vault`` process it times.
 
+``python -m tools.bench --server`` runs the HTTP figures instead: ``vault server`` beside
+OpenBao's ``bao server`` on the same disk, driven by client processes, and ``vault read``
+over HTTP as a whole process; they rewrite a results block of their own.
+
 ``harness``: sizes, the report, statistics, the table, the machine, BENCHMARKS.md and the
 command line; ``peers``: raw fsync, the raw codec loop and eventsourcing on SQLite;
-``stores``: making and opening vaultlog stores through the public API; ``cases``: the
-figures, and ``main``.
+``stores``: making and opening vaultlog stores through the public API; ``processes``: the
+environment and timing of whole ``vault`` processes; ``cases``: the figures, and ``main``;
+``server``: the server figures.
 """
 
 from tools.bench.cases import main, run_figures
@@ -22,9 +27,12 @@ from tools.bench.harness import (
     QUICK,
     RESULTS_END,
     RESULTS_START,
+    SERVER_END,
+    SERVER_START,
     VALUE,
     Report,
     Row,
+    Section,
     Sizes,
     Target,
     render_table,
@@ -32,6 +40,7 @@ from tools.bench.harness import (
     run,
 )
 from tools.bench.peers import Peer, open_peer, peer_version, raw_codec_rates, raw_fsync_rate
+from tools.bench.server import SERVER, run_server_figures
 from tools.bench.stores import aside, build_log, open_reader, open_writer, put_batch
 
 __all__ = [
@@ -39,10 +48,14 @@ __all__ = [
     "QUICK",
     "RESULTS_END",
     "RESULTS_START",
+    "SERVER",
+    "SERVER_END",
+    "SERVER_START",
     "VALUE",
     "Peer",
     "Report",
     "Row",
+    "Section",
     "Sizes",
     "Target",
     "aside",
@@ -59,4 +72,5 @@ __all__ = [
     "rewrite_results",
     "run",
     "run_figures",
+    "run_server_figures",
 ]

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import random
+import sqlite3
 import subprocess
 import sys
-import sysconfig
 import threading
 import time
 from collections.abc import Sequence
@@ -19,7 +19,7 @@ from contextlib import suppress
 from pathlib import Path
 
 from backends import Core, Request
-from eventstore import encode_unseal_key, new_key
+from eventstore import new_key
 from projections import Store
 from projections.snapshot import SNAPSHOT_DIR, snapshot_seqs
 from projections.sortedrun import RUN_FILE
@@ -47,6 +47,8 @@ from tools.bench.peers import (
     raw_codec_rates,
     raw_fsync_rate,
 )
+from tools.bench.processes import child_env, install_kind, run_seconds
+from tools.bench.server import SERVER
 from tools.bench.stores import (
     aside,
     build_log,
@@ -482,48 +484,6 @@ print(peak, live)
 """
 
 
-def child_env(home: Path, key: bytes, store: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VAULTLOG_")}
-    env.update(
-        VAULTLOG_DIR=str(store),
-        VAULTLOG_UNSEAL_KEY=encode_unseal_key(key),
-        XDG_CONFIG_HOME=str(home / "config"),
-        XDG_DATA_HOME=str(home / "share"),
-        HOME=str(home),
-    )
-    return env
-
-
-def run_seconds(argv: Sequence[str], env: dict[str, str], cwd: Path) -> float:
-    start = time.perf_counter()
-    done = subprocess.run(
-        argv,
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        timeout=120,
-    )
-    elapsed = time.perf_counter() - start
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed: {done.stderr.strip()}")
-    return elapsed
-
-
-def install_kind(env: dict[str, str], cwd: Path) -> str:
-    """How the ``vault`` beside this interpreter finds vaultlog: 'regular' or 'editable'."""
-    where = subprocess.run(
-        [sys.executable, "-c", "import tools; print(tools.__file__)"],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    purelib = Path(sysconfig.get_paths()["purelib"]).resolve()
-    return "regular" if where and Path(where).resolve().is_relative_to(purelib) else "editable"
-
-
 def peak_rss(store: Path, env: dict[str, str], cwd: Path) -> tuple[int, int]:
     """(peak RSS in bytes, live secrets) of a fresh process that opened ``store``."""
     env = {
@@ -614,5 +574,6 @@ def run_figures(work: Path, sizes: Sizes, report: Report, profile: bool) -> None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m tools.bench``: every figure, the table, and BENCHMARKS.md rewritten."""
-    return run(argv, run_figures, peer_version())
+    """``python -m tools.bench``: every figure, the table, and BENCHMARKS.md rewritten;
+    with ``--server``, the server figures (``tools.bench.server``) instead."""
+    return run(argv, run_figures, f"{peer_version()}, SQLite {sqlite3.sqlite_version}", SERVER)

@@ -15,7 +15,6 @@ import os
 import platform
 import pstats
 import shutil
-import sqlite3
 import statistics
 import subprocess
 import tempfile
@@ -29,8 +28,10 @@ import backends
 
 RESULTS_START = "<!-- bench:results:start -->"
 RESULTS_END = "<!-- bench:results:end -->"
+SERVER_START = "<!-- bench:server:start -->"  # the block ``--server`` rewrites
+SERVER_END = "<!-- bench:server:end -->"
 VALUE = {"value": "x" * 100}  # the secret every figure writes: 100 bytes
-FIGURE_ORDER = ("1", "2", "+", "3", "4", "5", "6", "7", "8")  # "+": batched appends
+FIGURE_ORDER = ("1", "2", "+", "3", "4", "5", "6", "7", "8", "9", "10")  # "+": batched appends
 
 
 # ---- sizes -----------------------------------------------------------------------------
@@ -52,6 +53,9 @@ class Sizes:
     slow_rounds: int = 3  # rounds of replays and opens
     pit_samples: int = 15  # point-in-time reads, each with and without snapshots
     cli_runs: int = 20
+    server_rounds: int = 3  # alternating rounds of the HTTP figures (``--server``)
+    server_requests: int = 20_000  # per client per measurement: the count bound
+    server_seconds: int = 3  # per measurement: the time bound
 
 
 FULL = Sizes()
@@ -65,6 +69,7 @@ QUICK = Sizes(
     slow_rounds=3,
     pit_samples=8,
     cli_runs=10,
+    server_seconds=2,
 )
 
 
@@ -134,10 +139,14 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
-def p95(values: Sequence[float]) -> float:
-    """Nearest-rank 95th percentile."""
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile: ``fraction`` 0.95 is the 95th."""
     ordered = sorted(values)
-    return ordered[max(math.ceil(0.95 * len(ordered)) - 1, 0)]
+    return ordered[max(math.ceil(fraction * len(ordered)) - 1, 0)]
+
+
+def p95(values: Sequence[float]) -> float:
+    return percentile(values, 0.95)
 
 
 def ratio(value: float, baseline: float) -> float | None:
@@ -235,6 +244,9 @@ def vaultlog_revision() -> str:
                 "backends",
                 "tools/cli.py",
                 "tools/transport.py",  # how the CLI opens a store (was in the Core)
+                "tools/api.py",  # the HTTP front door the server figures measure
+                "tools/server.py",
+                "tools/server_config.py",
             ],
             capture_output=True,
             text=True,
@@ -276,7 +288,7 @@ def machine(directory: Path, peer: str) -> list[str]:
         f"- Python {platform.python_version()} ({platform.python_implementation()}), "
         f"{platform.system()} {platform.release()}",
         f"- Date: {now}",
-        f"- vaultlog: {vaultlog_revision()}; peer: {peer}, SQLite {sqlite3.sqlite_version}",
+        f"- vaultlog: {vaultlog_revision()}; peer: {peer}",
         f"- Stores in {directory} ({filesystem(directory)})",
     ]
 
@@ -284,9 +296,11 @@ def machine(directory: Path, peer: str) -> list[str]:
 # ---- BENCHMARKS.md ---------------------------------------------------------------------
 
 
-def results_section(report: Report, about: list[str], mode: str, elapsed: float) -> str:
+def results_section(
+    report: Report, about: list[str], mode: str, elapsed: float, title: str = "Results"
+) -> str:
     parts = [
-        "## Results",
+        f"## {title}",
         "",
         f"`python -m tools.bench{mode}`, {elapsed:.0f} s:",
         "",
@@ -299,13 +313,16 @@ def results_section(report: Report, about: list[str], mode: str, elapsed: float)
     return "\n".join(parts)
 
 
-def rewrite_results(path: Path, section: str) -> None:
-    """Replace what lies between the result markers of ``path`` (adding them if missing)."""
-    block = f"{RESULTS_START}\n{section}\n{RESULTS_END}"
+def rewrite_results(
+    path: Path, section: str, markers: tuple[str, str] = (RESULTS_START, RESULTS_END)
+) -> None:
+    """Replace what lies between the ``markers`` of ``path`` (adding them if missing)."""
+    opening, closing = markers
+    block = f"{opening}\n{section}\n{closing}"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start, end = text.find(RESULTS_START), text.find(RESULTS_END)
+    start, end = text.find(opening), text.find(closing)
     if start != -1 and end > start:
-        text = text[:start] + block + text[end + len(RESULTS_END) :]
+        text = text[:start] + block + text[end + len(closing) :]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(text)
@@ -315,6 +332,17 @@ def rewrite_results(path: Path, section: str) -> None:
 
 # What runs the figures: (work directory, sizes, the report to fill, --profile).
 Figures = Callable[[Path, Sizes, Report, bool], None]
+
+
+@dataclass(frozen=True)
+class Section:
+    """Figures the command line runs on request (``--server``) instead of the default ones,
+    with the peer they are measured against and the block of the output file they own."""
+
+    figures: Figures
+    peer: Callable[[], str]  # its name and version, for the machine lines; may start it
+    markers: tuple[str, str] = (SERVER_START, SERVER_END)
+    title: str = "Server results"
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Sizes]:
@@ -340,6 +368,11 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Sizes]:
         action="store_true",
         help="also print cProfile's top 10 of replay, of open and of single appends",
     )
+    parser.add_argument(
+        "--server",
+        action="store_true",
+        help="only the HTTP figures: `vault server` against OpenBao's `bao server`",
+    )
     for size in fields(Sizes):  # hidden: the smoke test runs everything at tiny sizes
         parser.add_argument(f"--{size.name.replace('_', '-')}", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -350,12 +383,20 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Sizes]:
     return args, replace(sizes, **overrides)
 
 
-def run(argv: Sequence[str] | None, figures: Figures, peer: str) -> int:
+def run(
+    argv: Sequence[str] | None, figures: Figures, peer: str, server: Section | None = None
+) -> int:
     """The CLI: run ``figures``, print the table and rewrite the output's results section.
 
-    ``peer`` names the peer (and its version) for the machine lines.
+    ``peer`` names the peer (and its version) for the machine lines. With ``--server``,
+    ``server``'s figures run instead and rewrite its block of the output.
     """
     args, sizes = parse_args(argv)
+    markers, title = (RESULTS_START, RESULTS_END), "Results"
+    if args.server:
+        if server is None:
+            raise SystemExit("--server: no server figures in this harness")
+        figures, peer, markers, title = server.figures, server.peer(), server.markers, server.title
     began = time.perf_counter()
     if args.dir is not None:
         args.dir.mkdir(parents=True, exist_ok=True)
@@ -368,13 +409,13 @@ def run(argv: Sequence[str] | None, figures: Figures, peer: str) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     elapsed = time.perf_counter() - began
-    mode = " --quick" if args.quick else ""
+    mode = (" --quick" if args.quick else "") + (" --server" if args.server else "")
     if sizes not in (FULL, QUICK):
         mode += " (reduced sizes)"
-    section = results_section(report, about, mode, elapsed)
+    section = results_section(report, about, mode, elapsed, title)
     print(section)
     for title, table in report.profiles:
         print(f"\n### Profile, {title}\n\n{table}")
-    rewrite_results(args.output, section)
+    rewrite_results(args.output, section, markers)
     print(f"\nResults written to {args.output}")
     return 0
