@@ -1,17 +1,21 @@
 """HTTP servers the end-to-end tests start on free 127.0.0.1 ports, and a client CLI for them.
 
-Two kinds: the real OpenBao (`bao server -dev`, the reference) and vaultlog's own
-`vault server -dev`. Each runs in its own process session with a private HOME and a log
-file; stopping terminates it, then kills it, then kills whatever it left in its session.
+The real OpenBao (`bao server -dev`, the reference), vaultlog's own `vault server -dev`, and
+vaultlog's `vault server -config=FILE` on a file store, over TLS when given a certificate.
+Each runs in its own process session with a private HOME and a log file; stopping
+terminates it, then kills it, then kills whatever it left in its session.
 A test module binds the fixtures it wants: ``bao_server = servers.bao_server``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -40,26 +44,30 @@ def bao_executable() -> str:
 
 @dataclass
 class DevServer:
-    """One server process in dev mode, listening on 127.0.0.1:port."""
+    """One server process listening on 127.0.0.1:port; ``cafile`` verifies it over https."""
 
     name: str
     argv: list[str]
     env: dict[str, str]
     home: Path
     port: int
+    scheme: str = "http"
+    cafile: Path | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def addr(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def log_path(self) -> Path:
         return self.home / f"{self.name}-server.log"
 
-    def log(self, tail: int = 4000) -> str:
+    def log(self, tail: int | None = 4000) -> str:
+        """The end of the server's log (all of it with ``tail=None``)."""
         try:
-            return self.log_path.read_text(errors="replace")[-tail:]
+            text = self.log_path.read_text(errors="replace")
+            return text if tail is None else text[-tail:]
         except FileNotFoundError:
             return ""
 
@@ -83,7 +91,7 @@ class DevServer:
                     f"{self.name} server exited with {self.process.returncode} before serving:"
                     f"\n{self.log()}"
                 )
-            status = health_status(self.addr)
+            status = health_status(self.addr, self.cafile)
             if status == 200:
                 return
             last = f"sys/health answered {status}" if status else "no answer"
@@ -107,10 +115,12 @@ class DevServer:
             os.killpg(process.pid, signal.SIGKILL)  # the session it was started in
 
 
-def health_status(addr: str) -> int | None:
-    """The HTTP status of GET /v1/sys/health, or None when nothing answers."""
+def health_status(addr: str, cafile: Path | None = None) -> int | None:
+    """The HTTP status of GET /v1/sys/health, or None when nothing answers (or, over https,
+    when the certificate does not verify against ``cafile`` or the system's CAs)."""
+    context = ssl.create_default_context(cafile=cafile) if addr.startswith("https:") else None
     try:
-        with urllib.request.urlopen(f"{addr}/v1/sys/health", timeout=2) as reply:
+        with urllib.request.urlopen(f"{addr}/v1/sys/health", timeout=2, context=context) as reply:
             return int(reply.status)
     except urllib.error.HTTPError as error:
         return error.code
@@ -118,7 +128,7 @@ def health_status(addr: str) -> int | None:
         return None
 
 
-def _server_env(home: Path) -> dict[str, str]:
+def server_env(home: Path) -> dict[str, str]:
     """cli_env (private HOME and data dirs) without any client settings of the caller's."""
     env = cli_env(home)
     for name in list(env):
@@ -138,7 +148,7 @@ def bao_dev_server(home: Path, token: str = ROOT_TOKEN) -> DevServer:
         f"-dev-listen-address=127.0.0.1:{port}",
     ]
     home.mkdir(parents=True, exist_ok=True)
-    return DevServer("bao", argv, _server_env(home), home, port)
+    return DevServer("bao", argv, server_env(home), home, port)
 
 
 def vaultlog_dev_server(
@@ -154,7 +164,39 @@ def vaultlog_dev_server(
         f"-dev-listen-address=127.0.0.1:{port}",
     ]
     home.mkdir(parents=True, exist_ok=True)
-    return DevServer("vaultlog", argv, {**_server_env(home), **(env or {})}, home, port)
+    return DevServer("vaultlog", argv, {**server_env(home), **(env or {})}, home, port)
+
+
+def config_server(
+    home: Path, *, env: dict[str, str] | None = None, **listener_settings: object
+) -> DevServer:
+    """vaultlog: `vault server -config=FILE` with storage "file" in ``home/data`` (the
+    VAULTLOG_DIR of ``server_env(home)``, so an embedded CLI with that env opens the same
+    store), with extra environment if given. The listener serves TLS when the settings name
+    ``tls_cert_file`` and ``tls_key_file``; set the DevServer's ``cafile`` to verify it."""
+    home.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    tls = "tls_cert_file" in listener_settings or "tls_key_file" in listener_settings
+    settings: dict[str, object] = {"address": f"127.0.0.1:{port}"}
+    if not tls:
+        settings["tls_disable"] = 1
+    settings.update(listener_settings)
+    body = "\n".join(
+        f"  {k} = {json.dumps(str(v) if isinstance(v, Path) else v)}" for k, v in settings.items()
+    )
+    config = home / "server.hcl"
+    storage = f'storage "file" {{\n  path = "{home / "data"}"\n}}\n'
+    config.write_text(storage + f'listener "tcp" {{\n{body}\n}}\n')
+    argv = [vault_executable(), "server", f"-config={config}"]
+    environment = {**server_env(home), **(env or {})}
+    return DevServer("vaultlog", argv, environment, home, port, "https" if tls else "http")
+
+
+def root_token(server: DevServer) -> str:
+    """The root token of the server's latest start: its banner's last `Root Token: X` line."""
+    found = re.findall(r"^Root Token: (\S+)$", server.log(tail=None), re.MULTILINE)
+    assert found, f"no root token in the banner:\n{server.log()}"
+    return found[-1]
 
 
 @contextlib.contextmanager
@@ -177,7 +219,7 @@ class ServerCLI:
 
     @property
     def env(self) -> dict[str, str]:
-        env = _server_env(self.home)
+        env = server_env(self.home)
         env.update(
             VAULT_ADDR=self.server.addr,
             BAO_ADDR=self.server.addr,
@@ -187,15 +229,16 @@ class ServerCLI:
         return env
 
     def run(
-        self, *args: str, stdin: str | None = None, timeout: float = 60
+        self, *args: str, stdin: str | None = None, timeout: float = 60, **settings: str
     ) -> subprocess.CompletedProcess[str]:
+        """The command's result; ``settings`` add to (or override) the client's environment."""
         self.home.mkdir(parents=True, exist_ok=True)
         return subprocess.run(
             [self.executable, *args],
             input=stdin,
             capture_output=True,
             text=True,
-            env=self.env,
+            env={**self.env, **settings},
             cwd=self.home,
             timeout=timeout,
         )

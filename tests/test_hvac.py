@@ -7,13 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
-import signal
-import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +17,8 @@ import hvac
 import pytest
 from hvac import exceptions
 
-from tests.conftest import cli_env, vault_executable
-from tests.iam_endpoint import MotoServer, free_port
-from tests.servers import health_status
+from tests.iam_endpoint import MotoServer
+from tests.servers import DevServer, config_server, root_token, running, vaultlog_dev_server
 
 POLICY = {
     "Version": "2012-10-17",
@@ -34,78 +29,19 @@ TUNE_KEYS = {"default_lease_ttl", "max_lease_ttl", "description", "force_no_cach
 ENVELOPE = ["request_id", "lease_id", "renewable", "lease_duration", "data"]
 
 
-@dataclass
-class Server:
-    kind: str  # "dev" or "file"
-    home: Path
-    port: int
-    process: subprocess.Popen[bytes]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def log(self) -> str:
-        return (self.home / "server.log").read_text(errors="replace")
-
-    @property
-    def root_token(self) -> str:
-        found = re.findall(r"^Root Token: (\S+)$", self.log, re.MULTILINE)
-        assert found, self.log
-        return found[-1]
-
-    def client(self, token: str | None = None) -> hvac.Client:
-        return hvac.Client(url=self.url, token=self.root_token if token is None else token)
-
-
-def start(kind: str, home: Path, moto: MotoServer) -> Server:
+def start(kind: str, home: Path, moto: MotoServer) -> DevServer:
     """A dev server, or a -config server on a file store in ``home/data``. boto3 in the
     server finds moto's IAM through its environment (hvac's configure_root_iam_credentials
     has no field for our backend's ``endpoint``)."""
-    home.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    env = {"AWS_ENDPOINT_URL_IAM": moto.url, "AWS_EC2_METADATA_DISABLED": "true"}
     if kind == "dev":
-        argv = ["-dev", "-dev-root-token-id=root", f"-dev-listen-address=127.0.0.1:{port}"]
-    else:
-        config = home / "server.hcl"
-        config.write_text(
-            f'storage "file" {{\n  path = "{home / "data"}"\n}}\n'
-            f'listener "tcp" {{\n  address = "127.0.0.1:{port}"\n  tls_disable = 1\n}}\n'
-        )
-        argv = [f"-config={config}"]
-    env = {k: v for k, v in cli_env(home).items() if not k.startswith(("VAULT_", "BAO_"))}
-    env.update(AWS_ENDPOINT_URL_IAM=moto.url, AWS_EC2_METADATA_DISABLED="true")
-    with (home / "server.log").open("ab") as log:
-        process = subprocess.Popen(
-            [vault_executable(), "server", *argv],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=home,
-            start_new_session=True,
-        )
-    server = Server(kind, home, port, process)
-    deadline = time.monotonic() + 30
-    while health_status(server.url) != 200:
-        if process.poll() is not None or time.monotonic() > deadline:
-            stop(process)
-            raise RuntimeError(f"the {kind} server did not start:\n{server.log}")
-        time.sleep(0.1)
-    return server
+        return vaultlog_dev_server(home, env=env)
+    return config_server(home, env=env)
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
+def hvac_client(server: DevServer, token: str | None = None) -> hvac.Client:
+    """hvac on the server, with its root token unless given another."""
+    return hvac.Client(url=server.addr, token=root_token(server) if token is None else token)
 
 
 @pytest.fixture(scope="module", params=["dev", "file"])
@@ -113,17 +49,15 @@ def server(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
     moto_server: MotoServer,
-) -> Iterator[Server]:
-    started = start(request.param, tmp_path_factory.mktemp(f"hvac-{request.param}"), moto_server)
-    try:
+) -> Iterator[DevServer]:
+    home = tmp_path_factory.mktemp(f"hvac-{request.param}")
+    with running(start(request.param, home, moto_server)) as started:
         yield started
-    finally:
-        stop(started.process)
 
 
 @pytest.fixture
-def client(server: Server) -> Iterator[hvac.Client]:
-    opened = server.client()
+def client(server: DevServer) -> Iterator[hvac.Client]:
+    opened = hvac_client(server)
     try:
         yield opened
     finally:
@@ -142,13 +76,13 @@ def test_is_authenticated_with_the_root_token(client: hvac.Client) -> None:
     assert client.is_authenticated() is True
 
 
-def test_is_not_authenticated_with_a_wrong_token(server: Server) -> None:
-    assert server.client("wrong-token").is_authenticated() is False
-    assert server.client("").is_authenticated() is False
+def test_is_not_authenticated_with_a_wrong_token(server: DevServer) -> None:
+    assert hvac_client(server, "wrong-token").is_authenticated() is False
+    assert hvac_client(server, "").is_authenticated() is False
 
 
-def test_a_wrong_token_is_forbidden(server: Server) -> None:
-    wrong = server.client("s.wrongwrongwrongwrongwron")
+def test_a_wrong_token_is_forbidden(server: DevServer) -> None:
+    wrong = hvac_client(server, "s.wrongwrongwrongwrongwron")
     for call in (
         lambda: wrong.sys.list_mounted_secrets_engines(),
         lambda: wrong.sys.enable_secrets_engine("generic", path="intruder"),
@@ -161,7 +95,7 @@ def test_a_wrong_token_is_forbidden(server: Server) -> None:
         with pytest.raises(exceptions.Forbidden) as raised:
             call()
         assert raised.value.errors == ["permission denied"]
-    assert "intruder/" not in mounts(server.client())
+    assert "intruder/" not in mounts(hvac_client(server))
 
 
 def test_health_status(client: hvac.Client) -> None:
@@ -179,13 +113,13 @@ def test_health_status(client: hvac.Client) -> None:
     assert client.sys.read_health_status(method="GET", active_code=299).status_code == 299
 
 
-def test_health_needs_no_token(server: Server) -> None:
-    anonymous = server.client("")
+def test_health_needs_no_token(server: DevServer) -> None:
+    anonymous = hvac_client(server, "")
     assert anonymous.sys.read_health_status(method="GET")["sealed"] is False
     assert anonymous.sys.read_seal_status()["sealed"] is False
 
 
-def test_seal_status(server: Server, client: hvac.Client) -> None:
+def test_seal_status(server: DevServer, client: hvac.Client) -> None:
     status = client.sys.read_seal_status()
     assert {k: status[k] for k in ("type", "initialized", "sealed", "t", "n", "progress")} == {
         "type": "shamir",
@@ -195,7 +129,7 @@ def test_seal_status(server: Server, client: hvac.Client) -> None:
         "n": 1,
         "progress": 0,
     }
-    assert status["storage_type"] == ("inmem" if server.kind == "dev" else "file")
+    assert status["storage_type"] == ("inmem" if "-dev" in server.argv else "file")
     assert client.sys.is_sealed() is False
     assert client.sys.is_initialized() is True
     assert client.seal_status["sealed"] is False

@@ -20,9 +20,16 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import cli_env, vault_executable
-from tests.iam_endpoint import MotoServer, free_port
-from tests.servers import DevServer, running, vaultlog_dev_server
+from tests.conftest import vault_executable
+from tests.iam_endpoint import MotoServer
+from tests.servers import (
+    DevServer,
+    config_server,
+    root_token,
+    running,
+    server_env,
+    vaultlog_dev_server,
+)
 
 SMALL_REQUEST_SIZE = 4096  # the garbage server's max_request_size
 SOCKET_TIMEOUT = 3  # the listener's http_read_timeout here: a silent client is dropped after it
@@ -33,33 +40,6 @@ POLICY = {
 
 
 # ---- helpers ---------------------------------------------------------------------------
-
-
-def server_env(home: Path) -> dict[str, str]:
-    """The private directories of cli_env, without any VAULT_ setting of the caller's."""
-    env = cli_env(home)
-    return {k: v for k, v in env.items() if not k.startswith(("VAULT_", "BAO_"))}
-
-
-def config_server(home: Path, **listener: object) -> DevServer:
-    """`vault server -config=FILE` with storage "file" in ``home/data`` (the VAULTLOG_DIR of
-    ``server_env(home)``, so an embedded CLI with the same env opens the same store)."""
-    home.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    settings = {"address": f"127.0.0.1:{port}", "tls_disable": 1, **listener}
-    body = "\n".join(f"  {k} = {json.dumps(v)}" for k, v in settings.items())
-    config = home / "server.hcl"
-    storage = f'storage "file" {{\n  path = "{home / "data"}"\n}}\n'
-    config.write_text(storage + f'listener "tcp" {{\n{body}\n}}\n')
-    argv = [vault_executable(), "server", f"-config={config}"]
-    return DevServer("vaultlog", argv, server_env(home), home, port)
-
-
-def root_token(server: DevServer) -> str:
-    """The root token of the server's latest start, from its banner."""
-    found = re.findall(r"^Root Token: (\S+)$", server.log(tail=1 << 20), re.MULTILINE)
-    assert found, f"no root token in the banner:\n{server.log()}"
-    return found[-1]
 
 
 def call(

@@ -5,14 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import http.client
 import ipaddress
-import os
-import signal
 import socket
-import ssl
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.conftest import cli_env, vault_executable
-from tests.iam_endpoint import free_port
+from tests.conftest import vault_executable
+from tests.servers import DevServer, ServerCLI, config_server, root_token, running
 
 SECRET = "over-tls-7f3a"
 
@@ -113,140 +108,45 @@ def make_pki(directory: Path) -> Pki:
 # ---- the server ------------------------------------------------------------------------------
 
 
-def server_env(home: Path) -> dict[str, str]:
-    return {k: v for k, v in cli_env(home).items() if not k.startswith(("VAULT_", "BAO_"))}
-
-
-def write_config(home: Path, port: int, cert: Path, key: Path) -> Path:
-    config = home / "server.hcl"
-    config.write_text(
-        f'storage "file" {{\n  path = "{home / "data"}"\n}}\n'
-        f'listener "tcp" {{\n  address = "127.0.0.1:{port}"\n'
-        f'  tls_cert_file = "{cert}"\n  tls_key_file = "{key}"\n}}\n'
-    )
-    return config
-
-
-@dataclass
-class TlsServer:
-    home: Path
-    port: int
-    pki: Pki
-    process: subprocess.Popen[bytes]
-
-    @property
-    def addr(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
-
-    @property
-    def log(self) -> str:
-        return (self.home / "server.log").read_text(errors="replace")
-
-    @property
-    def root_token(self) -> str:
-        for line in self.log.splitlines():
-            if line.startswith("Root Token: "):
-                return line.removeprefix("Root Token: ")
-        raise AssertionError(f"no root token in the banner:\n{self.log}")
-
-    def client_env(self, **settings: str) -> dict[str, str]:
-        """A client CLI's environment: its own private HOME, the server's address and token."""
-        home = self.home / "client"
-        home.mkdir(exist_ok=True)
-        env = server_env(home)
-        env.update({"VAULT_ADDR": self.addr, "VAULT_TOKEN": self.root_token, **settings})
-        return env
-
-    def cli(self, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [vault_executable(), *args],
-            env=self.client_env(**settings),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-
-
-def start_tls_server(home: Path, pki: Pki, timeout: float = 30) -> TlsServer:
-    home.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    config = write_config(home, port, pki.cert, pki.key)
-    with (home / "server.log").open("ab") as log:
-        process = subprocess.Popen(
-            [vault_executable(), "server", f"-config={config}"],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=server_env(home),
-            cwd=home,
-            start_new_session=True,
-        )
-    server = TlsServer(home, port, pki, process)
-    context = ssl.create_default_context(cafile=str(pki.ca))
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited with {process.returncode}:\n{server.log}")
-        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=2, context=context)
-        try:
-            conn.request("GET", "/v1/sys/health")
-            if conn.getresponse().status == 200:
-                return server
-        except OSError:
-            time.sleep(0.1)
-        finally:
-            conn.close()
-    stop(process)
-    raise RuntimeError(f"the TLS server did not answer within {timeout}s:\n{server.log}")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """Terminate, then kill; then whatever it left in its session."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
+def cli(server: DevServer, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    """The vault CLI with its own private HOME, the server's address and root token."""
+    client = ServerCLI(vault_executable(), server, server.home / "client", root_token(server))
+    return client.run(*args, **settings)
 
 
 @pytest.fixture(scope="module")
-def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsServer]:
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
     home = tmp_path_factory.mktemp("tls")
-    server = start_tls_server(home / "server", make_pki(home / "pki"))
-    try:
-        written = server.cli(
-            "write", "secret/tls", f"value={SECRET}", VAULT_CACERT=str(server.pki.ca)
-        )
+    pki = make_pki(home / "pki")
+    server = config_server(home / "server", tls_cert_file=pki.cert, tls_key_file=pki.key)
+    server.cafile = pki.ca
+    with running(server):
+        written = cli(server, "write", "secret/tls", f"value={SECRET}", VAULT_CACERT=str(pki.ca))
         assert written.returncode == 0, written.stderr
         yield server
-    finally:
-        stop(server.process)
 
 
 # ---- the tests ---------------------------------------------------------------------------------
 
 
-def test_banner_says_https(tls_server: TlsServer) -> None:
-    assert f"export VAULT_ADDR='https://127.0.0.1:{tls_server.port}'" in tls_server.log
-    assert 'tls: "enabled"' in tls_server.log
+def test_banner_says_https(tls_server: DevServer) -> None:
+    log = tls_server.log(tail=None)
+    assert f"export VAULT_ADDR='https://127.0.0.1:{tls_server.port}'" in log
+    assert 'tls: "enabled"' in log
 
 
-def test_cli_with_cacert_round_trips(tls_server: TlsServer) -> None:
-    ca = str(tls_server.pki.ca)
-    write = tls_server.cli("write", "secret/round", "value=trip", VAULT_CACERT=ca)
+def test_cli_with_cacert_round_trips(tls_server: DevServer) -> None:
+    ca = str(tls_server.cafile)
+    write = cli(tls_server, "write", "secret/round", "value=trip", VAULT_CACERT=ca)
     assert (write.returncode, write.stdout) == (0, "Success! Data written to: secret/round\n")
-    read = tls_server.cli("read", "-field=value", "secret/round", VAULT_CACERT=ca)
+    read = cli(tls_server, "read", "-field=value", "secret/round", VAULT_CACERT=ca)
     assert (read.returncode, read.stdout, read.stderr) == (0, "trip\n", "")
-    read = tls_server.cli("read", "-field=value", "secret/tls", VAULT_CACERT=ca)
+    read = cli(tls_server, "read", "-field=value", "secret/tls", VAULT_CACERT=ca)
     assert read.stdout == f"{SECRET}\n"
 
 
-def test_cli_without_cacert_refuses_the_certificate(tls_server: TlsServer) -> None:
-    read = tls_server.cli("read", "secret/tls")
+def test_cli_without_cacert_refuses_the_certificate(tls_server: DevServer) -> None:
+    read = cli(tls_server, "read", "secret/tls")
     assert read.returncode != 0
     assert read.stdout == ""
     assert len(read.stderr.strip().splitlines()) == 1, read.stderr
@@ -255,22 +155,22 @@ def test_cli_without_cacert_refuses_the_certificate(tls_server: TlsServer) -> No
     assert SECRET not in read.stderr
 
 
-def test_cli_with_a_missing_cacert_file_says_so(tls_server: TlsServer) -> None:
+def test_cli_with_a_missing_cacert_file_says_so(tls_server: DevServer) -> None:
     missing = str(tls_server.home / "no-such-ca.pem")
-    read = tls_server.cli("read", "secret/tls", VAULT_CACERT=missing)
+    read = cli(tls_server, "read", "secret/tls", VAULT_CACERT=missing)
     assert read.returncode != 0
     assert len(read.stderr.strip().splitlines()) == 1, read.stderr
     assert "no-such-ca.pem" in read.stderr and "Traceback" not in read.stderr
 
 
-def test_cli_with_skip_verify_works(tls_server: TlsServer) -> None:
-    read = tls_server.cli("read", "-field=value", "secret/tls", VAULT_SKIP_VERIFY="1")
+def test_cli_with_skip_verify_works(tls_server: DevServer) -> None:
+    read = cli(tls_server, "read", "-field=value", "secret/tls", VAULT_SKIP_VERIFY="1")
     assert (read.returncode, read.stdout) == (0, f"{SECRET}\n"), read.stderr
 
 
-def test_hvac_verifies_with_the_ca(tls_server: TlsServer) -> None:
+def test_hvac_verifies_with_the_ca(tls_server: DevServer) -> None:
     client = hvac.Client(
-        url=tls_server.addr, token=tls_server.root_token, verify=str(tls_server.pki.ca)
+        url=tls_server.addr, token=root_token(tls_server), verify=str(tls_server.cafile)
     )
     try:
         assert client.sys.read_health_status(method="GET")["sealed"] is False
@@ -287,8 +187,8 @@ def test_hvac_verifies_with_the_ca(tls_server: TlsServer) -> None:
         client.adapter.close()
 
 
-def test_hvac_with_system_cas_refuses_the_certificate(tls_server: TlsServer) -> None:
-    client = hvac.Client(url=tls_server.addr, token=tls_server.root_token, verify=True)
+def test_hvac_with_system_cas_refuses_the_certificate(tls_server: DevServer) -> None:
+    client = hvac.Client(url=tls_server.addr, token=root_token(tls_server), verify=True)
     try:
         with pytest.raises(requests.exceptions.SSLError):
             client.secrets.kv.v1.read_secret("tls", mount_point="secret")
@@ -296,10 +196,10 @@ def test_hvac_with_system_cas_refuses_the_certificate(tls_server: TlsServer) -> 
         client.adapter.close()
 
 
-def test_plain_http_on_the_tls_port_gets_no_secret(tls_server: TlsServer) -> None:
+def test_plain_http_on_the_tls_port_gets_no_secret(tls_server: DevServer) -> None:
     request = (
         f"GET /v1/secret/tls HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        f"X-Vault-Token: {tls_server.root_token}\r\nConnection: close\r\n\r\n"
+        f"X-Vault-Token: {root_token(tls_server)}\r\nConnection: close\r\n\r\n"
     ).encode()
     with socket.create_connection(("127.0.0.1", tls_server.port), timeout=10) as sock:
         sock.sendall(request)
@@ -310,12 +210,14 @@ def test_plain_http_on_the_tls_port_gets_no_secret(tls_server: TlsServer) -> Non
     assert SECRET.encode() not in answer
     assert not answer.startswith(b"HTTP/1.1 200"), answer[:200]
     # and the server still serves TLS clients
-    read = tls_server.cli("read", "-field=value", "secret/tls", VAULT_CACERT=str(tls_server.pki.ca))
+    read = cli(
+        tls_server, "read", "-field=value", "secret/tls", VAULT_CACERT=str(tls_server.cafile)
+    )
     assert read.stdout == f"{SECRET}\n"
 
 
-def test_an_http_address_for_a_tls_server_fails_cleanly(tls_server: TlsServer) -> None:
-    read = tls_server.cli("read", "secret/tls", VAULT_ADDR=f"http://127.0.0.1:{tls_server.port}")
+def test_an_http_address_for_a_tls_server_fails_cleanly(tls_server: DevServer) -> None:
+    read = cli(tls_server, "read", "secret/tls", VAULT_ADDR=f"http://127.0.0.1:{tls_server.port}")
     assert read.returncode != 0
     assert SECRET not in read.stdout + read.stderr
     assert len(read.stderr.strip().splitlines()) == 1, read.stderr
@@ -323,11 +225,12 @@ def test_an_http_address_for_a_tls_server_fails_cleanly(tls_server: TlsServer) -
 
 
 def test_a_missing_certificate_stops_the_server_with_one_line(tmp_path: Path) -> None:
-    port = free_port()
-    config = write_config(tmp_path, port, tmp_path / "nope.pem", tmp_path / "nope-key.pem")
+    server = config_server(
+        tmp_path, tls_cert_file=tmp_path / "nope.pem", tls_key_file=tmp_path / "nope-key.pem"
+    )
     started = subprocess.run(
-        [vault_executable(), "server", f"-config={config}"],
-        env=server_env(tmp_path),
+        server.argv,
+        env=server.env,
         capture_output=True,
         text=True,
         timeout=30,
