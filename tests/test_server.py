@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import VaultCLI, cli_env, vault_executable
-from tests.servers import running, vaultlog_dev_server
+from tests.servers import config_server, root_token, running, vaultlog_dev_server
 from tools.server_config import ConfigError, parse_config
 
 # The seed page and the seed-era commands around it, in order; state carries over.
@@ -218,3 +218,17 @@ def test_todays_commands_tell_a_refusal_as_vaults_cli_does(tmp_path: Path) -> No
         (tmp_path / "e").mkdir()
         alone = embedded.run("secrets", "enable", "-path=sys", "generic")
         assert (alone.returncode, alone.stderr) == (2, 'Error enabling: cannot mount "sys/"\n')
+
+
+def test_the_configs_lease_ttls_serve_mounts_that_set_none(tmp_path: Path) -> None:
+    server = config_server(tmp_path / "server")
+    config = tmp_path / "server" / "server.hcl"
+    config.write_text(config.read_text() + 'default_lease_ttl = "1h"\nmax_lease_ttl = "2h"\n')
+    with running(server):
+        client = VaultCLI(tmp_path, cli_env(tmp_path))
+        client.env.update(VAULT_ADDR=server.addr, VAULT_TOKEN=root_token(server))
+        client("write", "secret/x", "a=b")
+        assert json.loads(client("read", "-format=json", "secret/x"))["lease_duration"] == 3600
+        client("mount", "-path=own", "-default-lease-ttl=30m", "generic")
+        client("write", "own/x", "a=b")
+        assert json.loads(client("read", "-format=json", "own/x"))["lease_duration"] == 1800
