@@ -25,17 +25,16 @@ from backends.errors import (
     PermissionDeniedError,
     ShreddedDataError,
 )
-from backends.expiration import ExpirationManager, RevocationError
+from backends.expiration import ExpirationManager
 from backends.moments import parse_time, resolve_at
 from backends.paths import clean_path, mount_point
 from backends.request import Request, Response, who
+from backends.sys_leases import serve_leases
 from backends.ttl import SYSTEM_DEFAULT_TTL, parse_duration
 from backends.version import CLUSTER_NAME, VAULT_VERSION
 from eventstore import ShreddedError
 from projections import (
-    NANOS,
     KeyRotated,
-    Lease,
     Mount,
     MountCreated,
     MountMoved,
@@ -73,7 +72,7 @@ class SysBackend:
         if path in _STATUS_PATHS:
             return self._status(session, path, op)
         if path == "leases" or path.startswith(("leases/", "renew", "revoke")):
-            return self._leases(session, request, path, op)
+            return serve_leases(session, request, path, op)
         if path in ("rotate", "rotate/keyring") and op == "write":
             return self.rotate(session)
         if path == "key-status" and op == "read":
@@ -109,36 +108,6 @@ class SysBackend:
         elif op == "delete":
             return self.unmount(session, target)
         raise InvalidRequestError(f"unsupported operation: {op} sys/mounts/{target}")
-
-    def _leases(self, session: Session, request: Request, path: str, op: str) -> Response:
-        data, leases = request.data, ExpirationManager(session)
-        lease_id = str(data.get("lease_id") or "")
-        if path in ("leases", "leases/lookup") and op in ("read", "write") and not lease_id:
-            if op == "write":
-                raise InvalidRequestError("lease_id must be specified")
-            return self.list_leases(session.state, str(data.get("prefix") or ""))
-        if path == "leases/lookup" and op in ("read", "write"):
-            return self.lookup(session, lease_id)
-        if path.startswith("leases/lookup") and op == "list":
-            return self.list_lease_ids(session.state, request.path.removeprefix("leases/lookup"))
-        for route in ("renew", "leases/renew"):
-            if op == "write" and (path == route or path.startswith(f"{route}/")):
-                lease_id = lease_id or request.path[len(route) :].strip("/")
-                return self.renew(session, leases, lease_id, legacy=route == "renew")
-        if op in ("write", "delete") and (
-            path == "leases/revoke" or path.startswith("leases/revoke/")
-        ):
-            lease_id = lease_id or request.path.removeprefix("leases/revoke").strip("/")
-            return self.revoke_lease(session, leases, lease_id, _sync(data))
-        for route, force in (("revoke-prefix/", False), ("revoke-force/", True)):
-            if op == "write" and path.startswith(f"leases/{route}"):
-                prefix = request.path.removeprefix(f"leases/{route}")
-                return self.revoke_prefix(session, leases, prefix, force, _sync(data))
-            if op == "write" and request.path.startswith(route):
-                return self.revoke(leases, request.path[len(route) :], route, force)
-        if request.path.startswith("revoke/") and op == "write":
-            return self.revoke(leases, request.path.removeprefix("revoke/"), "revoke/")
-        raise InvalidRequestError(f"unsupported operation: {op} sys/{request.path}")
 
     # ---- the mount table -----------------------------------------------------------------
 
@@ -364,125 +333,6 @@ class SysBackend:
             }
         )
 
-    # ---- leases --------------------------------------------------------------------------
-
-    def renew(
-        self, session: Session, leases: ExpirationManager, lease_id: str, *, legacy: bool
-    ) -> Response:
-        if not lease_id:
-            raise InvalidRequestError("lease_id must be specified")
-        if not legacy:  # Vault's wordings; the seed's renew keeps its own
-            found = session.state.leases.get(lease_id)
-            if found is None:
-                raise InvalidRequestError("lease not found")
-            if not found.renewable:
-                raise InvalidRequestError("lease is not renewable")
-        raw = session.request.data.get("increment") or 0
-        increment = parse_duration(raw)
-        now = time.time_ns()
-        lease = leases.renew(lease_id, increment)
-        remaining = max(0, round((lease.expires - now) / NANOS))
-        warnings: tuple[str, ...] = ()
-        if increment and now + increment * NANOS > lease.max_expires:
-            max_ttl = round((lease.max_expires - lease.issued) / NANOS)
-            warnings = (
-                f'TTL of "{human_duration(increment)}" exceeded the effective max_ttl of '
-                f'"{human_duration(max_ttl)}"; TTL value is capped accordingly',
-            )
-        return Response(
-            data={} if legacy else None,
-            lease_id=lease.id,
-            lease_duration=remaining,
-            renewable=True,
-            warnings=warnings,
-        )
-
-    def revoke(
-        self, leases: ExpirationManager, target: str, route: str, force: bool = False
-    ) -> Response:
-        """The seed's ``sys/revoke[-prefix|-force]/X``: an unknown lease is an error."""
-        if not target:
-            raise InvalidRequestError("missing lease id or prefix")
-        if route == "revoke/":
-            leases.revoke(leases.lookup(target), "explicit")
-            return Response(data={"revoked": [target]})
-        revoked = leases.revoke_prefix(target, "prefix", force=force)
-        return Response(data={"revoked": revoked})
-
-    def revoke_lease(
-        self, session: Session, leases: ExpirationManager, lease_id: str, sync: bool
-    ) -> Response:
-        """Vault's ``sys/leases/revoke``: an unknown lease is revoked already. Not
-        ``sync``: a failure is recorded and retried later, not reported."""
-        if not lease_id:
-            raise InvalidRequestError("lease_id must be specified")
-        lease = session.state.leases.get(lease_id)
-        if lease is not None:
-            try:
-                leases.revoke(lease, "explicit")
-            except RevocationError:
-                if sync:
-                    raise
-        return Response()
-
-    def revoke_prefix(
-        self, session: Session, leases: ExpirationManager, prefix: str, force: bool, sync: bool
-    ) -> Response:
-        if not prefix.strip("/"):
-            raise InvalidRequestError("missing lease id or prefix")
-        if force or sync:
-            leases.revoke_prefix(prefix, "prefix", force=force)
-            return Response()
-        for lease in session.state.leases_under(prefix):
-            try:
-                leases.revoke(lease, "prefix")
-            except RevocationError:
-                continue  # recorded; retried on a later open for writing
-        return Response()
-
-    def lookup(self, session: Session, lease_id: str) -> Response:
-        lease = session.state.leases.get(lease_id)
-        if lease is None:
-            raise InvalidRequestError("invalid lease")
-        ttl = max(0, round((lease.expires - time.time_ns()) / NANOS))
-        return Response(
-            data={
-                "expire_time": rfc3339_nano(lease.expires),
-                "id": lease.id,
-                "issue_time": rfc3339_nano(lease.issued),
-                "last_renewal": rfc3339_nano(lease.last_renewal) if lease.last_renewal else None,
-                "path": lease.path,
-                "renewable": lease.renewable,
-                "ttl": ttl,
-            }
-        )
-
-    def list_lease_ids(self, state: StoreState, raw_prefix: str) -> Response:
-        """Lease ids one level below a prefix (``a/`` for ``a/b/c``), as Vault lists them;
-        a prefix must end with ``/``."""
-        prefix = raw_prefix.lstrip("/")
-        if prefix and not prefix.endswith("/"):
-            return Response()
-        keys = sorted({_child(lease, prefix) for lease in state.leases_under(prefix)})
-        return Response(data={"keys": keys}) if keys else Response()
-
-    def list_leases(self, state: StoreState, prefix: str) -> Response:
-        now = time.time_ns() if state.seq else 0
-        leases = [
-            {
-                "lease_id": lease.id,
-                "path": lease.path,
-                "issued": lease.issued,
-                "expires": lease.expires,
-                "renewable": lease.renewable,
-                "expired": lease.expires <= now,
-                "failures": lease.failures,
-                "last_error": lease.last_error,
-            }
-            for lease in state.leases_under(prefix)
-        ]
-        return Response(data={"leases": leases})
-
     # ---- keys ----------------------------------------------------------------------------
 
     def rotate(self, session: Session) -> Response:
@@ -648,36 +498,3 @@ def _ttl(value: object, current: int) -> int:
     if value == "system":
         return 0
     return parse_duration(value)
-
-
-def _sync(data: dict[str, Any]) -> bool:
-    sync = data.get("sync", True)
-    return not (sync is False or str(sync).lower() in ("false", "0"))
-
-
-def _child(lease: Lease, prefix: str) -> str:
-    head, slash, _ = lease.id[len(prefix) :].partition("/")
-    return head + slash
-
-
-def human_duration(seconds: int) -> str:
-    """Seconds as Vault prints a duration: ``1h``, ``59m59s``, ``768h``, ``1h1m``."""
-    if seconds <= 0:
-        return "0s"
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    text = f"{hours}h" if hours else ""
-    if minutes or (hours and secs):
-        text += f"{minutes}m"
-    if secs or not text:
-        text += f"{secs}s"
-    # Go's form is 1h0m0s; Vault trims its "0s" after minutes and its "0m" after hours.
-    return text.replace("h0m", "h") if text.endswith("s") else text
-
-
-def rfc3339_nano(nanos: int) -> str:
-    """A unix-nanosecond time as Go's RFC 3339 with nanoseconds (trailing zeros trimmed)."""
-    seconds, fraction = divmod(nanos, NANOS)
-    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-    digits = f"{fraction:09d}".rstrip("0")
-    return f"{text}.{digits}Z" if digits else f"{text}Z"

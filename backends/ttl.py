@@ -58,3 +58,18 @@ def bounded_ttls(
         limit = min(limit, requested_max)
     ttl = requested or default_ttl or SYSTEM_DEFAULT_TTL
     return min(ttl, limit), limit
+
+
+def human_duration(seconds: int) -> str:
+    """Seconds as Vault prints a duration: ``1h``, ``59m59s``, ``768h``, ``1h1m``."""
+    if seconds <= 0:
+        return "0s"
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{hours}h" if hours else ""
+    if minutes or (hours and secs):
+        text += f"{minutes}m"
+    if secs or not text:
+        text += f"{secs}s"
+    # Go's form is 1h0m0s; Vault trims its "0s" after minutes and its "0m" after hours.
+    return text.replace("h0m", "h") if text.endswith("s") else text

@@ -28,11 +28,20 @@ from projections.events import (
     SecretRead,
     SecretWritten,
 )
+from projections.state import NANOS
 
 
 def rfc3339(nanos: int) -> str:
     """A unix-nanosecond time as RFC 3339 UTC, to the second."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(nanos // 1_000_000_000))
+
+
+def rfc3339_nano(nanos: int) -> str:
+    """A unix-nanosecond time as Go's RFC 3339 with nanoseconds (trailing zeros trimmed)."""
+    seconds, fraction = divmod(nanos, NANOS)
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    digits = f"{fraction:09d}".rstrip("0")
+    return f"{text}.{digits}Z" if digits else f"{text}Z"
 
 
 @dataclass(frozen=True, slots=True)

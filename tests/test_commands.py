@@ -18,8 +18,9 @@ from backends import (
     RequestError,
     Response,
 )
-from backends.sys import human_duration, rfc3339_nano
+from backends.ttl import human_duration
 from backends.version import VAULT_VERSION
+from projections.audit import rfc3339_nano
 from projections.events import MountTuned
 from tests.conftest import VaultCLI, cli_env
 from tests.iam_endpoint import IamProxy

@@ -32,6 +32,7 @@ from urllib.parse import parse_qsl, unquote_to_bytes
 
 from backends import Core, Request, RequestError, Response
 from backends.request import Operation
+from backends.sys_leases import wants_sync
 from eventstore import VaultlogError
 from projections import Store
 from tools.transport import BARE_PATHS
@@ -273,7 +274,10 @@ class Api:
             if operation in ("read", "list"):
                 return 404, {"errors": []}, False
             if not response.lease_id and not response.warnings:
-                if path.startswith(("sys/leases/revoke", "sys/revoke")) and _async(request):
+                # Served all the same before answering; answered 202 when the client asked
+                # not to wait (``sync: false``, as ``bao lease revoke`` sends), as Vault does.
+                revoking = path.startswith(("sys/leases/revoke", "sys/revoke"))
+                if revoking and not wants_sync(request.data):
                     return 202, None, False
                 return 204, None, False
         body: dict[str, Any] = {}
@@ -312,13 +316,6 @@ def _token(headers: dict[str, str]) -> str:
         if scheme.lower() == "bearer":
             token = value.strip()
     return token
-
-
-def _async(request: Request) -> bool:
-    """A revocation the client asked not to wait for (``sync: false``, as ``bao lease
-    revoke`` sends): served all the same before answering, but answered 202 as Vault does."""
-    sync = request.data.get("sync", True)
-    return sync is False or str(sync).lower() in ("false", "0")
 
 
 def _health_status(data: dict[str, Any], query: dict[str, str]) -> int:

@@ -18,8 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from backends import InvalidRequestError, Response
-from backends.sys import human_duration
-from backends.ttl import parse_duration
+from backends.ttl import human_duration, parse_duration
 from tools import client
 from tools.client import CommandFailed, parse_data
 from tools.output import escape
