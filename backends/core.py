@@ -45,7 +45,8 @@ def _rebuilt(request: Request, path: str, actor: str) -> Request:
 class Core:
     """Serves requests against one open store. Thread-safe: requests are served one at a
     time, but each waits for the disk after the store is released, so one sync serves
-    every thread waiting (group commit)."""
+    every thread waiting (group commit). ``serve`` leaves the waiting to the caller: a
+    server's event loop waits for many requests' seqs at once (``tools.api``)."""
 
     def __init__(
         self,
