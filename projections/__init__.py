@@ -1,38 +1,76 @@
 """Domain events and the pure folds that rebuild every view of a store from the log."""
 
-from projections.events import (
-    EVENT_TYPES,
-    REVOKE_REASONS,
-    Event,
-    IntentCompleted,
-    IntentRecorded,
-    KeyRotated,
-    LeaseIssued,
-    LeaseRenewed,
-    LeaseRevoked,
-    LeaseRevokeFailed,
-    MountCreated,
-    MountMoved,
-    MountRemoved,
-    SecretDeleted,
-    SecretRead,
-    SecretWritten,
-    UnknownEventError,
-    decode,
-    encode,
-)
-from projections.state import (
-    NANOS,
-    Intent,
-    Lease,
-    Mount,
-    MountTable,
-    RemovedMount,
-    StoreState,
-    apply,
-    replay,
-)
-from projections.store import Store
+import typing as _typing
+
+from eventstore import lazy as _lazy
+
+if _typing.TYPE_CHECKING:
+    from projections.events import (
+        EVENT_TYPES,
+        REVOKE_REASONS,
+        Event,
+        IntentCompleted,
+        IntentRecorded,
+        KeyRotated,
+        LeaseIssued,
+        LeaseRenewed,
+        LeaseRevoked,
+        LeaseRevokeFailed,
+        MountCreated,
+        MountMoved,
+        MountRemoved,
+        SecretDeleted,
+        SecretRead,
+        SecretWritten,
+        UnknownEventError,
+        decode,
+        encode,
+    )
+    from projections.state import (
+        NANOS,
+        Intent,
+        Lease,
+        Mount,
+        MountTable,
+        RemovedMount,
+        StoreState,
+        apply,
+        replay,
+    )
+    from projections.store import Store
+
+_WHERE = {
+    "EVENT_TYPES": "projections.events",
+    "Event": "projections.events",
+    "Intent": "projections.state",
+    "IntentCompleted": "projections.events",
+    "IntentRecorded": "projections.events",
+    "KeyRotated": "projections.events",
+    "Lease": "projections.state",
+    "LeaseIssued": "projections.events",
+    "LeaseRenewed": "projections.events",
+    "LeaseRevokeFailed": "projections.events",
+    "LeaseRevoked": "projections.events",
+    "Mount": "projections.state",
+    "MountCreated": "projections.events",
+    "MountMoved": "projections.events",
+    "MountRemoved": "projections.events",
+    "MountTable": "projections.state",
+    "NANOS": "projections.state",
+    "REVOKE_REASONS": "projections.events",
+    "RemovedMount": "projections.state",
+    "SecretDeleted": "projections.events",
+    "SecretRead": "projections.events",
+    "SecretWritten": "projections.events",
+    "Store": "projections.store",
+    "StoreState": "projections.state",
+    "UnknownEventError": "projections.events",
+    "apply": "projections.state",
+    "decode": "projections.events",
+    "encode": "projections.events",
+    "replay": "projections.state",
+}
+__getattr__, __dir__ = _lazy.exports(__name__, _WHERE, globals())
 
 __all__ = [
     "EVENT_TYPES",

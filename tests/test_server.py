@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -232,3 +233,15 @@ def test_the_configs_lease_ttls_serve_mounts_that_set_none(tmp_path: Path) -> No
         client("mount", "-path=own", "-default-lease-ttl=30m", "generic")
         client("write", "own/x", "a=b")
         assert json.loads(client("read", "-format=json", "own/x"))["lease_duration"] == 1800
+
+
+def test_a_command_over_http_imports_neither_the_log_nor_the_projections() -> None:
+    """What makes ``vault`` with VAULT_ADDR start faster than embedded: the packages load
+    their names lazily, and only the embedded transport imports the store."""
+    probe = (
+        "import sys, tools.cli; "
+        "print(sorted(m for m in sys.modules if m.startswith(('projections', 'cryptography',"
+        " 'boto3', 'msgpack')) or m in ('eventstore.log', 'eventstore.crypto')))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert (out.returncode, out.stdout) == (0, "[]\n"), out.stderr

@@ -35,7 +35,7 @@ from backends.request import Operation
 from backends.sys_leases import wants_sync
 from eventstore import VaultlogError
 from projections import Store
-from tools.transport import BARE_PATHS
+from tools.remote import BARE_PATHS
 
 MAX_REQUEST_SIZE = 32 * 1024 * 1024  # Vault's default max_request_size
 Scope = dict[str, Any]

@@ -12,11 +12,9 @@ from typing import Annotated
 
 import typer
 
-from eventstore import VaultlogError
-from eventstore.keyring import KEYRING_FILE
+from eventstore.errors import VaultlogError
 from tools import commands
 from tools.client import CommandFailed, call, parse_data
-from tools.config import locate_store
 from tools.output import columns, escape, rfc3339, secret_json, secret_table, text
 
 app = typer.Typer(
@@ -49,6 +47,9 @@ def init() -> None:
     """Create the store explicitly and print where its data and unseal key live."""
     if os.environ.get("VAULT_ADDR"):  # a server's store was created when it first started
         raise CommandFailed("Error initializing: Vault is already initialized", 2)
+    from eventstore.keyring import KEYRING_FILE
+    from tools.config import locate_store
+
     location = locate_store()
     if (location.directory / KEYRING_FILE).exists():
         raise CommandFailed(f"Error: a store already exists in {location.directory}", 1)

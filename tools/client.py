@@ -8,14 +8,16 @@ import os
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from backends import Request, RequestError, Response
-from backends.request import Operation
-from eventstore import VaultlogError
-from tools.config import locate_store
+from backends.errors import RequestError
+from backends.request import Operation, Request, Response
+from eventstore.errors import VaultlogError
 from tools.output import escape
-from tools.transport import ApiError, EmbeddedTransport, HttpTransport, Transport, api_error
+from tools.remote import ApiError, HttpTransport, api_error
+
+if TYPE_CHECKING:
+    from tools.transport import Transport
 
 
 class CommandFailed(Exception):
@@ -44,7 +46,10 @@ def transport() -> Transport:
                 cacert=os.environ.get("VAULT_CACERT", ""),
                 skip_verify=os.environ.get("VAULT_SKIP_VERIFY", "").lower() in ("1", "true"),
             )
-        else:
+        else:  # the store, the log and the projections are imported only here
+            from tools.config import locate_store
+            from tools.transport import EmbeddedTransport
+
             _transport = EmbeddedTransport(locate_store())
     return _transport
 
