@@ -12,12 +12,12 @@ lexically greater). Not yet wired into the Core: tokens bring it (issue 10).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from backends.errors import InvalidRequestError
+from backends.hcl import parse_document
 
 CAPABILITIES = frozenset({"create", "read", "update", "delete", "list", "sudo", "deny"})
 # Vault's legacy ``policy = "..."`` values, as the capabilities they stand for.
@@ -56,30 +56,18 @@ def parse_policy(name: str, text: str) -> Policy:
 
 
 def _load(name: str, text: str) -> dict:
-    if text.lstrip().startswith("{"):
-        try:
-            value = json.loads(text)
-        except ValueError as exc:
-            raise InvalidRequestError(f"policy {name!r}: invalid JSON: {exc}") from None
-    else:
-        seen: set[str] = set()
-        for match in _PATH_BLOCK.finditer(text):  # pyhcl keeps only the last of twins
-            if match.group(1) in seen:
-                raise InvalidRequestError(
-                    f"policy {name!r}: path {match.group(1)!r} is given twice: "
-                    "give all its capabilities in one block"
-                )
-            seen.add(match.group(1))
-        import hcl  # type: ignore[import-untyped]
-
-        try:
-            value = hcl.loads(text)
-        except Exception as exc:  # pyhcl raises ValueError and ply's own errors
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise InvalidRequestError(f"policy {name!r}: invalid HCL: {first}") from None
-    if not isinstance(value, dict):
-        raise InvalidRequestError(f"policy {name!r}: a policy is an object of path blocks")
-    return value
+    seen: set[str] = set()
+    for match in _PATH_BLOCK.finditer(text):  # pyhcl keeps only the last of twins
+        if match.group(1) in seen:
+            raise InvalidRequestError(
+                f"policy {name!r}: path {match.group(1)!r} is given twice: "
+                "give all its capabilities in one block"
+            )
+        seen.add(match.group(1))
+    try:
+        return parse_document(text)
+    except ValueError as exc:
+        raise InvalidRequestError(f"policy {name!r}: {exc}") from None
 
 
 def _check_pattern(name: str, pattern: str) -> None:

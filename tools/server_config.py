@@ -10,11 +10,11 @@ HCL is Vault's own dialect (HCL 1), parsed with ``pyhcl``.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from backends.hcl import parse_document
 from backends.ttl import parse_duration
 from eventstore import VaultlogError
 from tools.api import MAX_REQUEST_SIZE
@@ -105,21 +105,10 @@ def parse_config(text: str, name: str) -> ServerConfig:
 
 
 def _parse(text: str, name: str) -> dict[str, Any]:
-    if text.lstrip().startswith("{"):
-        try:
-            value = json.loads(text)
-        except ValueError as exc:
-            raise ConfigError(f"{name}: invalid JSON: {exc}") from None
-    else:
-        import hcl  # type: ignore[import-untyped]
-
-        try:
-            value = hcl.loads(text)
-        except Exception as exc:  # pyhcl raises ValueError and ply's own errors
-            raise ConfigError(f"{name}: invalid HCL: {str(exc).splitlines()[0]}") from None
-    if not isinstance(value, dict):
-        raise ConfigError(f"{name}: the configuration must be an object")
-    return value
+    try:
+        return parse_document(text)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
 
 
 def _one_block(raw: dict[str, Any], names: tuple[str, ...], name: str) -> tuple[str, dict]:
