@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import shutil
-import signal
 import ssl
 import subprocess
 import sys
@@ -29,6 +27,7 @@ import pytest
 
 from tests.conftest import cli_env, vault_executable
 from tests.iam_endpoint import free_port
+from tools.bench.processes import stop_process
 
 ROOT_TOKEN = "root"
 
@@ -104,15 +103,7 @@ class DevServer:
         process, self.process = self.process, None
         if process is None:
             return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)  # the session it was started in
+        stop_process(process, timeout)
 
 
 def health_status(addr: str, cafile: Path | None = None) -> int | None:

@@ -3,7 +3,9 @@ whether the ``vault`` they run is a regular or an editable install."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -56,3 +58,17 @@ def install_kind(env: dict[str, str], cwd: Path) -> str:
     ).stdout.strip()
     purelib = Path(sysconfig.get_paths()["purelib"]).resolve()
     return "regular" if where and Path(where).resolve().is_relative_to(purelib) else "editable"
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """Terminate, then kill; then kill whatever it left in the session it was started in
+    (``start_new_session=True``)."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)

@@ -20,7 +20,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -46,7 +45,7 @@ from tools.bench.harness import (
     ratio,
 )
 from tools.bench.peers import raw_fsync_rate
-from tools.bench.processes import child_env, install_kind, run_seconds
+from tools.bench.processes import child_env, install_kind, run_seconds, stop_process
 from tools.bench.stores import open_writer
 
 MOUNT = "bench"
@@ -182,15 +181,7 @@ class Server:
         process, self.process = self.process, None
         if process is None:
             return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
+        stop_process(process, timeout)
 
 
 def start_bao(work: Path, bao: str) -> Server:
