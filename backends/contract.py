@@ -45,12 +45,17 @@ class PathRules:
     it is answered. ``reserved``: mount points nobody may mount, unmount or move (the
     backend's own, and those Vault keeps for later: ``auth/``, ``audit/``). ``calls_out``:
     serving a request may wait on a system outside the store (an AWS call), so a server
-    with one thread for the store serves it on another.
+    with one thread for the store serves it on another. ``existence_check``: a write to a
+    path that holds a value is an update, else a create (policies tell the two apart);
+    without it every write is an update. ``unauthenticated``: path prefixes inside the
+    mount that anyone may call without a token (an auth method's login).
     """
 
     audit_reads: bool = True
     reserved: tuple[str, ...] = ()
     calls_out: bool = False
+    existence_check: bool = False
+    unauthenticated: tuple[str, ...] = ()
 
 
 class Backend(Protocol):
@@ -232,6 +237,7 @@ class MountView:
                 max_ttl=max_ttl,
                 renewable=renewable,
                 internal=self.seal_value(internal, "lease", lease_id),
+                token_id=self.request.token_id,
             )
         )
         return lease_id, ttl

@@ -8,15 +8,17 @@ state and the past; the backends come from the registry the front door hands in.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
-from collections.abc import Callable
 from dataclasses import replace
 
+from backends.auth import Authenticate
 from backends.contract import Backends, MountView, Session, key_lost
 from backends.errors import (
     InvalidRequestError,
     NoHandlerError,
+    PermissionDeniedError,
     RequestError,
     ShreddedDataError,
 )
@@ -24,22 +26,33 @@ from backends.expiration import ExpirationManager, store_request
 from backends.moments import resolve_at
 from backends.paths import clean_path
 from backends.request import Request, Response
+from backends.token import expire_tokens, revoke_tree
 from projections import Mount, SecretRead, StoreState
+from projections.events import RequestDenied, TokenUsed
 from projections.store import Store
 
-Authenticate = Callable[[Request], Request]
 SYSTEM = Mount("system", "sys/", "system")  # sys/ never moves: served without the state
 TOKENS = Mount("token", "auth/token/", "token")  # nor does auth/token/
 
 
-def local_user(request: Request) -> Request:
-    """Embedded mode's authentication: the request is the local user's, ``user@host``."""
+def local_user(store: Store, request: Request) -> Request:
+    """Embedded mode's authentication: the request is the local user's, ``user@host``,
+    who holds the keys and may do anything (as the root token)."""
     return _rebuilt(request, request.path, actor())
 
 
 def _rebuilt(request: Request, path: str, actor: str) -> Request:
     # ``dataclasses.replace`` costs several microseconds: requests are rebuilt in the hot path
-    return Request(request.operation, path, request.data, request.at, actor, request.request_id)
+    return Request(
+        request.operation,
+        path,
+        request.data,
+        request.at,
+        actor,
+        request.request_id,
+        request.token,
+        request.token_id,
+    )
 
 
 class Core:
@@ -71,16 +84,20 @@ class Core:
         """Serve ``request`` without waiting for the disk: the answer, and the seq that must
         be durable before it is given (0: nothing to wait for). A server waits for many
         requests' seqs with one sync (group commit)."""
-        request = self.authenticate(request)
         path = clean_path(request.path)
         if not path.strip("/"):
             raise InvalidRequestError("missing path")
         if request.operation == "list" and not path.endswith("/"):
             path += "/"  # a list names a folder, with or without its slash (as Vault's)
-        request = _rebuilt(request, path, request.actor)
+        request = _rebuilt(request, path, "")
         with self.store.lock:
+            request = self._authenticate(request)
             warnings = len(self.store.warnings)
+            if request.token_id:
+                self._spend_use(request)
             response = self._serve(request)
+            if request.token_id:
+                self._revoke_if_used_up(request)
             said = tuple(self.store.warnings[warnings:])
             seq = self.store.head.seq if self.store.writable else 0
         if said:
@@ -93,6 +110,8 @@ class Core:
         path = request.path.lstrip("/")
         if path == "sys" or path.startswith("sys/"):
             return request.operation not in ("read", "list")
+        if path.startswith("auth/token/"):  # revoking a token revokes its leases
+            return request.operation == "write" and "revoke" in path
         found = self.store.state.mounts.route(path)
         if found is None or request.at:
             return False
@@ -127,6 +146,48 @@ class Core:
         session.commit()
         return response
 
+    def authorize(self, request: Request) -> Request:
+        """``request`` as authenticated and authorised, or refused (and recorded), without
+        serving it: for what a server does itself (sealing)."""
+        with self.store.lock:
+            return self._authenticate(_rebuilt(request, clean_path(request.path), ""))
+
+    def _authenticate(self, request: Request) -> Request:
+        try:
+            return self.authenticate(self.store, request)
+        except PermissionDeniedError as exc:
+            self._record_denial(request, exc)
+            raise
+
+    def _record_denial(self, request: Request, exc: PermissionDeniedError) -> None:
+        """Every refusal is a fact of the log, naming who asked (never their token)."""
+        if not self.store.writable:
+            return
+        self.store.commit(
+            [
+                RequestDenied(
+                    actor=exc.actor or "anonymous",
+                    request_id=request.request_id,
+                    operation=request.operation,
+                    path=request.path,
+                    reason=str(exc).replace("1 error occurred:\n\t* ", "").strip(),
+                )
+            ]
+        )
+
+    def _spend_use(self, request: Request) -> None:
+        token = self.store.state.tokens[request.token_id]
+        if token.num_uses > 0:
+            self.store.commit(
+                [TokenUsed(actor=request.actor, request_id=request.request_id, token_id=token.id)]
+            )
+
+    def _revoke_if_used_up(self, request: Request) -> None:
+        token = self.store.state.tokens.get(request.token_id)
+        if token is not None and token.num_uses < 0:
+            with contextlib.suppress(RequestError):  # a lease that will not go: the timer retries
+                revoke_tree(Session(self.store, request, self.backends), token, "uses")
+
     def _past(self, request: Request, seq: int) -> StoreState:
         """The state a request of the past reads: for a read, only the mount table then
         and the one value (from the version index), else the whole state then."""
@@ -137,8 +198,8 @@ class Core:
     def _route(self, path: str, past: StoreState | None, at: str) -> tuple[Mount, str]:
         if path == "sys" or path.startswith("sys/"):  # before the state: verify needs none
             return SYSTEM, path.removeprefix("sys").lstrip("/")
-        if path.startswith("auth/token/"):
-            return TOKENS, path.removeprefix("auth/token/")
+        if path.startswith("auth/token/") or path == "auth/token":
+            return TOKENS, path.removeprefix("auth/token").lstrip("/")
         state = self.store.state if past is None else past
         found = state.mounts.route(path)
         if found is None:
@@ -167,6 +228,7 @@ class Core:
         opening, and on a server's timer."""
         with self.store.lock:
             self._leases().expire_due()
+            expire_tokens(Session(self.store, store_request(), self.backends))
         self.store.flush()
 
     def _leases(self) -> ExpirationManager:

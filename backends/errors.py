@@ -27,7 +27,14 @@ class InvalidRequestError(RequestError):
 
 
 class PermissionDeniedError(RequestError):
+    """Refused by authentication or policy; ``actor`` names who asked ("" when nobody
+    could be told: no token, or one that is not valid)."""
+
     status = 403
+
+    def __init__(self, message: str, *, actor: str = "") -> None:
+        super().__init__(message)
+        self.actor = actor
 
 
 class NoHandlerError(RequestError):

@@ -14,7 +14,7 @@ class Request:
     """One request. ``at`` asks for the store as it stood at a seq or a time (a seq, an
     RFC 3339 time or an age such as ``2h``); empty: now. ``actor`` is filled in by the
     Core's authentication, never trusted from the caller; ``token`` is what the caller
-    presented to it (server mode)."""
+    presented to it (server mode), ``token_id`` what it was found to be."""
 
     operation: Operation
     path: str
@@ -23,6 +23,7 @@ class Request:
     actor: str = ""
     request_id: str = field(default_factory=lambda: os.urandom(8).hex())
     token: str = field(default="", repr=False)
+    token_id: str = ""  # the keyed hash of the token, once authenticated ("" embedded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,7 @@ class Response:
     renewable: bool = False
     warnings: tuple[str, ...] = ()
     request_id: str = ""
+    auth: dict[str, Any] | None = None  # a login's or token creation's ``auth`` block
 
 
 class Who(TypedDict):

@@ -52,6 +52,58 @@ _UUIDS = uuid.UUID("5b0e5c1e-7a11-4c0f-9d8e-7661756c746c")  # namespace of deriv
 _STATUS_PATHS = ("seal-status", "health", "leader", "init")
 
 
+def cluster_uuid(store_id: str) -> str:
+    """The store's cluster id, in a UUID's shape (derived: stable for a store)."""
+    return str(uuid.uuid5(_UUIDS, store_id))
+
+
+def health(*, initialized: bool, sealed: bool, cluster_id: str = "") -> dict[str, Any]:
+    """``sys/health``'s answer, in Vault's shape (the cluster only once unsealed)."""
+    data: dict[str, Any] = {
+        "initialized": initialized,
+        "sealed": sealed,
+        "standby": sealed,
+        "replication_performance_mode": "unknown" if sealed else "disabled",
+        "replication_dr_mode": "unknown" if sealed else "disabled",
+        "server_time_utc": int(time.time()),
+        "version": VAULT_VERSION,
+    }
+    if cluster_id:
+        data.update(cluster_name=CLUSTER_NAME, cluster_id=cluster_id)
+    return data
+
+
+def seal_status(
+    storage: str,
+    *,
+    t: int,
+    n: int,
+    initialized: bool = True,
+    progress: int = 0,
+    nonce: str = "",
+    cluster_id: str = "",
+) -> dict[str, Any]:
+    """``sys/seal-status``'s answer, in Vault's shape: sealed unless ``cluster_id`` is
+    given (it is known only once unsealed)."""
+    data: dict[str, Any] = {
+        "type": "shamir",
+        "initialized": initialized,
+        "sealed": not cluster_id,
+        "t": t,
+        "n": n,
+        "progress": progress,
+        "nonce": nonce,
+        "recovery_seal": False,
+        "version": VAULT_VERSION,
+        "commit_date": "",
+        "migration": False,
+    }
+    if cluster_id:
+        data.update(cluster_name=CLUSTER_NAME, cluster_id=cluster_id)
+    data["storage_type"] = storage
+    return data
+
+
 class SysBackend:
     """Serves ``sys/``: the mount table, leases, keys, status and the store's history."""
 
@@ -299,39 +351,11 @@ class SysBackend:
             return Response(data={"initialized": True})
         if path == "leader":
             return Response(data={"ha_enabled": False})
-        cluster_id = str(uuid.uuid5(_UUIDS, session.store.keyring.store_id))
+        cluster_id = cluster_uuid(session.store.keyring.store_id)
         if path == "health":
-            return Response(
-                data={
-                    "initialized": True,
-                    "sealed": False,
-                    "standby": False,
-                    "replication_performance_mode": "disabled",
-                    "replication_dr_mode": "disabled",
-                    "server_time_utc": int(time.time()),
-                    "version": VAULT_VERSION,
-                    "cluster_name": CLUSTER_NAME,
-                    "cluster_id": cluster_id,
-                }
-            )
-        return Response(
-            data={
-                "type": "shamir",
-                "initialized": True,
-                "sealed": False,
-                "t": 1,
-                "n": 1,
-                "progress": 0,
-                "nonce": "",
-                "recovery_seal": False,
-                "version": VAULT_VERSION,
-                "commit_date": "",
-                "migration": False,
-                "cluster_name": CLUSTER_NAME,
-                "cluster_id": cluster_id,
-                "storage_type": "inmem" if session.store.directory is None else "file",
-            }
-        )
+            return Response(data=health(initialized=True, sealed=False, cluster_id=cluster_id))
+        storage = "inmem" if session.store.directory is None else "file"
+        return Response(data=seal_status(storage, t=1, n=1, cluster_id=cluster_id))
 
     # ---- keys ----------------------------------------------------------------------------
 

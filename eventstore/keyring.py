@@ -105,6 +105,16 @@ class Keyring:
             self._hmac_keys[mount_id] = derived
         return derived
 
+    def token_id(self, token: str) -> str:
+        """The keyed hash a token is known by in the log and the state (the token itself
+        is never recorded): HMAC-SHA256 under a key derived from the audit key."""
+        key = self._hmac_keys.get("")
+        if key is None:
+            key = self._hmac_keys[""] = hmac.new(
+                self.audit_key, b"vaultlog token id", hashlib.sha256
+            ).digest()
+        return hmac.new(key, token.encode(), hashlib.sha256).hexdigest()
+
     def add_term(self) -> int:
         """Install a new barrier key; old terms stay so old records remain readable."""
         term = self.term + 1

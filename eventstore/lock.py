@@ -19,8 +19,8 @@ LOCK_FILE = "lock"
 class WriterLock:
     """Held by the one process allowed to append; readers never take it."""
 
-    def __init__(self, directory: Path) -> None:
-        self.path = directory / LOCK_FILE
+    def __init__(self, directory: Path, name: str = LOCK_FILE) -> None:
+        self.path = directory / name
         self._fd: int | None = None
 
     def acquire(self, timeout: float) -> None:

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from projections.events import (
+    AuditDeviceDisabled,
+    AuditDeviceEnabled,
     Event,
     IntentCompleted,
     IntentRecorded,
@@ -24,9 +26,16 @@ from projections.events import (
     MountMoved,
     MountRemoved,
     MountTuned,
+    PolicyDeleted,
+    PolicyWritten,
+    RequestDenied,
     SecretDeleted,
     SecretRead,
     SecretWritten,
+    TokenCreated,
+    TokenRenewed,
+    TokenRevoked,
+    TokenUsed,
 )
 from projections.state import NANOS
 
@@ -78,7 +87,7 @@ class AuditFilter:
             (not self.since or entry.time >= self.since)
             and (not self.until or entry.time <= self.until)
             and entry.path.startswith(self.path)
-            and (not self.actor or entry.actor == self.actor)
+            and (not self.actor or _is_actor(entry.actor, self.actor))
             and (
                 not self.type
                 or entry.operation == self.type
@@ -87,10 +96,18 @@ class AuditFilter:
         )
 
 
+def _is_actor(actor: str, wanted: str) -> bool:
+    """Whether ``actor`` (``user@host``, or a token's ``display_name:accessor``) is the
+    one ``wanted`` names: whole, by display name, or by accessor."""
+    name, _, accessor = actor.rpartition(":")
+    return wanted in (actor, name, accessor) if name else actor == wanted
+
+
 def audit_trail(events: Iterable[Event]) -> Iterator[AuditEntry]:
     """The trail of every event, naming mounts and paths as they were at the time."""
     mounts: dict[str, str] = {}  # mount id -> mount point, kept after unmount for naming
     lease_paths: dict[str, tuple[str, str]] = {}  # lease id -> (path, mount point)
+    accessors: dict[str, str] = {}  # token id -> accessor (the token id is not shown)
     for event in events:
         mount, path, lease_id = "", "", ""
         detail: dict[str, Any] = {}
@@ -135,6 +152,29 @@ def audit_trail(events: Iterable[Event]) -> Iterator[AuditEntry]:
                 detail = {"outcome": event.outcome, "intent": event.intent_id}
             case KeyRotated():
                 detail = {"term": event.term}
+            case TokenCreated():
+                accessors[event.token_id] = event.accessor
+                path = event.path
+                detail = {
+                    "accessor": event.accessor,
+                    "display_name": event.display_name,
+                    "policies": ",".join(event.policies),
+                    "ttl": event.ttl,
+                }
+            case TokenRenewed() | TokenUsed() | TokenRevoked():
+                detail = {"accessor": accessors.get(event.token_id, "")}
+                if isinstance(event, TokenRevoked):
+                    detail["reason"] = event.reason
+            case PolicyWritten() | PolicyDeleted():
+                path = f"sys/policies/acl/{event.name}"
+            case RequestDenied():
+                path = event.path
+                detail = {"operation": event.operation, "reason": event.reason}
+            case AuditDeviceEnabled():
+                path = f"sys/audit/{event.path}"
+                detail = {"type": event.device_type, "since": event.since}
+            case AuditDeviceDisabled():
+                path = f"sys/audit/{event.path}"
         yield AuditEntry(
             event.seq,
             event.time,

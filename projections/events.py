@@ -114,6 +114,7 @@ class LeaseIssued(Event):
     max_ttl: int  # seconds from issue beyond which renewals cannot reach
     renewable: bool
     internal: bytes
+    token_id: str = ""  # the keyed hash of the token that obtained it (revoked with it)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -130,7 +131,7 @@ class LeaseRevoked(Event):
     reason: str  # one of REVOKE_REASONS
 
 
-REVOKE_REASONS = ("explicit", "expired", "prefix", "unmount", "remount", "forced")
+REVOKE_REASONS = ("explicit", "expired", "prefix", "unmount", "remount", "forced", "token")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -164,6 +165,92 @@ class IntentCompleted(Event):
     outcome: str
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TokenCreated(Event):
+    """A token was issued. ``token_id`` is a keyed hash of the token (``Keyring.token_id``):
+    the token itself is never recorded. ``parent`` is the parent's ``token_id`` ("" for an
+    orphan); ``path`` is where it was created (``auth/token/create``, a login path)."""
+
+    TYPE: ClassVar[str] = "token.created"
+    token_id: str
+    accessor: str
+    policies: list[str]
+    path: str
+    display_name: str
+    ttl: int  # seconds; 0: it never expires (root tokens)
+    explicit_max_ttl: int
+    period: int
+    num_uses: int  # 0: unlimited
+    renewable: bool
+    parent: str
+    meta: dict[str, str]
+    token_type: str = "service"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TokenRenewed(Event):
+    TYPE: ClassVar[str] = "token.renewed"
+    token_id: str
+    expires: int  # unix nanoseconds
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TokenUsed(Event):
+    """A token with limited uses served a request (one use fewer)."""
+
+    TYPE: ClassVar[str] = "token.used"
+    token_id: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TokenRevoked(Event):
+    TYPE: ClassVar[str] = "token.revoked"
+    token_id: str
+    reason: str  # explicit, parent, expired, uses, orphan-parent (children kept), auth-disabled
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PolicyWritten(Event):
+    TYPE: ClassVar[str] = "policy.written"
+    name: str
+    rules: str  # the policy's text as given (HCL or JSON)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PolicyDeleted(Event):
+    TYPE: ClassVar[str] = "policy.deleted"
+    name: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RequestDenied(Event):
+    """A request was refused before it was routed (``actor`` names who asked)."""
+
+    TYPE: ClassVar[str] = "request.denied"
+    operation: str
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AuditDeviceEnabled(Event):
+    """An audit device was enabled at ``path``; it writes the entries of every event from
+    seq ``since`` on (back-filled from the log when ``since`` is before this event)."""
+
+    TYPE: ClassVar[str] = "audit.enabled"
+    path: str
+    device_type: str
+    description: str
+    options: dict[str, str]
+    since: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AuditDeviceDisabled(Event):
+    TYPE: ClassVar[str] = "audit.disabled"
+    path: str
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.TYPE: cls
     for cls in (
@@ -181,6 +268,15 @@ EVENT_TYPES: dict[str, type[Event]] = {
         LeaseRevokeFailed,
         IntentRecorded,
         IntentCompleted,
+        TokenCreated,
+        TokenRenewed,
+        TokenUsed,
+        TokenRevoked,
+        PolicyWritten,
+        PolicyDeleted,
+        RequestDenied,
+        AuditDeviceEnabled,
+        AuditDeviceDisabled,
     )
 }
 _HEADER_FIELDS = frozenset({"seq", "time"})

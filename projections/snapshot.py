@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import BinaryIO
@@ -26,6 +26,7 @@ import msgpack
 from eventstore import Head, Keyring, ShreddedError
 from eventstore.files import write_atomically
 from projections.state import (
+    AuditDevice,
     Intent,
     Lease,
     Mount,
@@ -33,6 +34,7 @@ from projections.state import (
     MountTable,
     RemovedMount,
     StoreState,
+    Token,
 )
 
 SNAPSHOT_DIR = "snapshots"
@@ -86,6 +88,9 @@ def write_snapshot(
             "removed": [astuple(r) for r in state.removed.values()],
             "leases": [astuple(x) for x in state.leases.values()],
             "intents": [astuple(x) for x in state.intents.values()],
+            "tokens": [astuple(x) for x in state.tokens.values()],
+            "policies": state.policies,
+            "audit_devices": [astuple(x) for x in state.audit_devices.values()],
             "sections": places,
         },
         use_bin_type=True,
@@ -133,6 +138,11 @@ def _read(f: BinaryIO, keyring: Keyring, seq: int, lazy: bool) -> Snapshot:
     state.removed = {row[0]: RemovedMount(*row) for row in fields["removed"]}
     state.leases = {row[0]: Lease(*row) for row in fields["leases"]}
     state.intents = {row[0]: Intent(*row) for row in fields["intents"]}
+    state.tokens = {row[0]: Token(*row) for row in fields.get("tokens", [])}
+    state.tokens = {t.id: replace(t, policies=tuple(t.policies)) for t in state.tokens.values()}
+    state.accessors = {t.accessor: t.id for t in state.tokens.values()}
+    state.policies = fields.get("policies", {})
+    state.audit_devices = {row[0]: AuditDevice(*row) for row in fields.get("audit_devices", [])}
     base = len(prefix) + length
     for mount_id, (start, size, count) in fields["sections"].items():
         if mount_id not in keyring.mounts:

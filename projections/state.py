@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field, replace
 
 from projections.events import (
+    AuditDeviceDisabled,
+    AuditDeviceEnabled,
     Event,
     IntentCompleted,
     IntentRecorded,
@@ -22,8 +24,14 @@ from projections.events import (
     MountMoved,
     MountRemoved,
     MountTuned,
+    PolicyDeleted,
+    PolicyWritten,
     SecretDeleted,
     SecretWritten,
+    TokenCreated,
+    TokenRenewed,
+    TokenRevoked,
+    TokenUsed,
 )
 
 NANOS = 1_000_000_000
@@ -69,6 +77,45 @@ class Lease:
     last_error: str = ""
     pending_reason: str = ""  # set while a revocation keeps failing
     last_renewal: int = 0  # when it was last renewed; 0: never
+    token_id: str = ""  # the token that obtained it: revoked with that token
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """A live token, known by a keyed hash of it (``id``) and by its ``accessor``. Times
+    are unix nanoseconds; ``expires`` 0: never. ``num_uses`` is what is left (0: no
+    limit)."""
+
+    id: str
+    accessor: str
+    policies: tuple[str, ...]
+    path: str
+    display_name: str
+    issued: int
+    expires: int
+    max_expires: int
+    ttl: int
+    period: int
+    num_uses: int
+    renewable: bool
+    parent: str
+    meta: dict[str, str]
+    token_type: str = "service"
+    last_renewal: int = 0
+    explicit_max_ttl: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AuditDevice:
+    """An enabled audit device: where, of which type, its options, and the first seq it
+    writes."""
+
+    path: str
+    type: str
+    description: str
+    options: dict[str, str]
+    since: int
+    enabled: int  # the seq of its ``audit.enabled``
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +250,10 @@ class StoreState:
     removed: dict[str, RemovedMount] = field(default_factory=dict)
     leases: dict[str, Lease] = field(default_factory=dict)
     intents: dict[str, Intent] = field(default_factory=dict)
+    tokens: dict[str, Token] = field(default_factory=dict)  # by keyed hash
+    accessors: dict[str, str] = field(default_factory=dict)  # accessor -> token id
+    policies: dict[str, str] = field(default_factory=dict)  # name -> rules, as written
+    audit_devices: dict[str, AuditDevice] = field(default_factory=dict)  # by path
 
     def copy(self) -> StoreState:
         return StoreState(
@@ -212,7 +263,15 @@ class StoreState:
             dict(self.removed),
             dict(self.leases),
             dict(self.intents),
+            dict(self.tokens),
+            dict(self.accessors),
+            dict(self.policies),
+            dict(self.audit_devices),
         )
+
+    def children(self, token_id: str) -> list[Token]:
+        """The live tokens whose parent is ``token_id``."""
+        return [token for token in self.tokens.values() if token.parent == token_id]
 
     def leases_under(self, prefix: str) -> list[Lease]:
         """Live leases whose id starts with ``prefix``, in id order."""
@@ -260,6 +319,7 @@ def apply(state: StoreState, event: Event) -> StoreState:
                 event.renewable,
                 event.internal,
                 event.ttl,
+                token_id=event.token_id,
             )
         case LeaseRenewed():
             lease = state.leases[event.lease_id]
@@ -303,8 +363,65 @@ def apply(state: StoreState, event: Event) -> StoreState:
                     max_lease_ttl=event.max_lease_ttl,
                 )
             )
+        case TokenCreated() | TokenRenewed() | TokenUsed() | TokenRevoked():
+            _apply_token(state, event)
+        case PolicyWritten():
+            state.policies[event.name] = event.rules
+        case PolicyDeleted():
+            state.policies.pop(event.name, None)
+        case AuditDeviceEnabled():
+            state.audit_devices[event.path] = AuditDevice(
+                event.path,
+                event.device_type,
+                event.description,
+                dict(event.options),
+                event.since,
+                event.seq,
+            )
+        case AuditDeviceDisabled():
+            state.audit_devices.pop(event.path, None)
     state.seq = event.seq
     return state
+
+
+def _apply_token(state: StoreState, event: Event) -> None:
+    match event:
+        case TokenCreated():
+            max_expires = (
+                event.time + event.explicit_max_ttl * NANOS if event.explicit_max_ttl else 0
+            )
+            state.tokens[event.token_id] = Token(
+                event.token_id,
+                event.accessor,
+                tuple(event.policies),
+                event.path,
+                event.display_name,
+                event.time,
+                event.time + event.ttl * NANOS if event.ttl else 0,
+                max_expires,
+                event.ttl,
+                event.period,
+                event.num_uses,
+                event.renewable,
+                event.parent,
+                dict(event.meta),
+                event.token_type,
+                explicit_max_ttl=event.explicit_max_ttl,
+            )
+            state.accessors[event.accessor] = event.token_id
+        case TokenRenewed():
+            token = state.tokens[event.token_id]
+            state.tokens[token.id] = replace(token, expires=event.expires, last_renewal=event.time)
+        case TokenUsed():  # the last use leaves -1: used up, revoked after its request
+            token = state.tokens[event.token_id]
+            state.tokens[token.id] = replace(token, num_uses=token.num_uses - 1 or -1)
+        case TokenRevoked():
+            gone = state.tokens.pop(event.token_id, None)
+            if gone is not None:
+                state.accessors.pop(gone.accessor, None)
+                if event.reason == "orphan":  # revoke-orphan: its children live on, orphans
+                    for child in state.children(gone.id):
+                        state.tokens[child.id] = replace(child, parent="")
 
 
 def replay(events: Iterable[Event], state: StoreState | None = None) -> StoreState:

@@ -53,6 +53,9 @@ class DevServer:
     scheme: str = "http"
     cafile: Path | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    unseal: bool = False  # a sealed server: init it (one share) if need be, and unseal it
+    keys: list[str] = field(default_factory=list, repr=False)  # from init, kept in memory
+    token: str = field(default="", repr=False)  # the root token init answered
 
     @property
     def addr(self) -> str:
@@ -93,10 +96,33 @@ class DevServer:
             status = health_status(self.addr, self.cafile)
             if status == 200:
                 return
+            if self.unseal and status in (501, 503):
+                self.init_and_unseal(status == 501)
+                continue
             last = f"sys/health answered {status}" if status else "no answer"
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"{self.name} server not ready after {timeout}s ({last}):\n{self.log()}")
+
+    def call(self, method: str, path: str, body: object = None, token: str = "") -> object:
+        """One JSON request to the server; the decoded answer (None for an empty one)."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f"{self.addr}/v1/{path}", data=data, method=method)
+        if token:
+            request.add_header("X-Vault-Token", token)
+        context = ssl.create_default_context(cafile=self.cafile) if self.scheme == "https" else None
+        with urllib.request.urlopen(request, timeout=30, context=context) as reply:
+            raw = reply.read()
+        return json.loads(raw) if raw.strip() else None
+
+    def init_and_unseal(self, init: bool) -> None:
+        """``sys/init`` with one share (when ``init``), then ``sys/unseal`` with it."""
+        if init:
+            answer = self.call("PUT", "sys/init", {"secret_shares": 1, "secret_threshold": 1})
+            assert isinstance(answer, dict)
+            self.keys, self.token = answer["keys_base64"], answer["root_token"]
+        assert self.keys, "the server was initialised elsewhere: its keys are unknown here"
+        self.call("PUT", "sys/unseal", {"key": self.keys[0]})
 
     def stop(self, timeout: float = 10.0) -> None:
         """Terminate, then kill; then kill anything it left in its own session."""
@@ -159,12 +185,18 @@ def vaultlog_dev_server(
 
 
 def config_server(
-    home: Path, *, env: dict[str, str] | None = None, **listener_settings: object
+    home: Path,
+    *,
+    env: dict[str, str] | None = None,
+    unseal: bool = True,
+    **listener_settings: object,
 ) -> DevServer:
     """vaultlog: `vault server -config=FILE` with storage "file" in ``home/data`` (the
     VAULTLOG_DIR of ``server_env(home)``, so an embedded CLI with that env opens the same
     store), with extra environment if given. The listener serves TLS when the settings name
-    ``tls_cert_file`` and ``tls_key_file``; set the DevServer's ``cafile`` to verify it."""
+    ``tls_cert_file`` and ``tls_key_file``; set the DevServer's ``cafile`` to verify it.
+    It starts sealed: ``start`` initialises it with one share and unseals it unless
+    ``unseal`` is False."""
     home.mkdir(parents=True, exist_ok=True)
     port = free_port()
     tls = "tls_cert_file" in listener_settings or "tls_key_file" in listener_settings
@@ -180,11 +212,15 @@ def config_server(
     config.write_text(storage + f'listener "tcp" {{\n{body}\n}}\n')
     argv = [vault_executable(), "server", f"-config={config}"]
     environment = {**server_env(home), **(env or {})}
-    return DevServer("vaultlog", argv, environment, home, port, "https" if tls else "http")
+    scheme = "https" if tls else "http"
+    return DevServer("vaultlog", argv, environment, home, port, scheme, unseal=unseal)
 
 
 def root_token(server: DevServer) -> str:
-    """The root token of the server's latest start: its banner's last `Root Token: X` line."""
+    """The root token: the one init answered, or a dev server's banner's last
+    `Root Token: X` line."""
+    if server.token:
+        return server.token
     found = re.findall(r"^Root Token: (\S+)$", server.log(tail=None), re.MULTILINE)
     assert found, f"no root token in the banner:\n{server.log()}"
     return found[-1]

@@ -39,7 +39,7 @@ class Boom:
         raise InvalidRequestError("boom")
 
 
-def as_tester(request: Request) -> Request:
+def as_tester(store: Store, request: Request) -> Request:
     return replace(request, actor="tester@test")
 
 

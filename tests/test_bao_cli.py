@@ -141,7 +141,6 @@ class Known:
 
 
 KNOWN_DIFFERENCES = (
-    Known("secrets list", "cubbyhole/", "drop", "vaultlog has no cubbyhole engine yet"),
     Known("secrets list", "identity/", "drop", "vaultlog has no identity store yet"),
     Known("secrets list", "secret/", "mask", "bao -dev mounts kv v2 there, vaultlog generic"),
     Known("status", "Version", "mask", "each server prints its own version"),

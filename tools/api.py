@@ -30,12 +30,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes
 
-from backends import Core, Request, RequestError, Response
+from backends import Request, RequestError, Response
 from backends.request import Operation
 from backends.sys_leases import wants_sync
 from eventstore import VaultlogError
-from projections import Store
 from tools.remote import BARE_PATHS
+from tools.seal import Seal
 
 MAX_REQUEST_SIZE = 32 * 1024 * 1024  # Vault's default max_request_size
 Scope = dict[str, Any]
@@ -51,6 +51,7 @@ _OPERATIONS: dict[str, Operation] = {
     "DELETE": "delete",
 }
 _TRUE = ("true", "1", "t", "yes")
+SEAL_PATHS = BARE_PATHS | {"sys/seal"}  # answered by the seal, sealed or not
 _JSON = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
 
 
@@ -75,8 +76,8 @@ class Durability:
     disk. One thread syncs the log for every waiter at once; a failed sync fails them all
     (the store is read-only from then on)."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, flush: Callable[[], None]) -> None:
+        self.flush = flush
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
         self._wanted = self._durable = 0
@@ -118,7 +119,7 @@ class Durability:
                 target = self._wanted
             error: BaseException | None = None
             try:
-                self.store.flush()
+                self.flush()
             except BaseException as exc:  # told to every waiter; the log is read-only now
                 error = exc
             else:
@@ -140,19 +141,25 @@ class Durability:
 
 
 class Api:
-    """The ASGI application: every request becomes one ``Core.serve``."""
+    """The ASGI application: every request becomes one ``Core.serve`` of the unsealed
+    store; the seal's own paths are answered by the ``Seal``, sealed or not."""
 
     def __init__(
         self,
-        core: Core,
+        seal: Seal,
         *,
         max_request_size: int = MAX_REQUEST_SIZE,
         read_timeout: float = 30.0,
         threads: int = 8,
     ) -> None:
-        self.core, self.max_request_size, self.read_timeout = core, max_request_size, read_timeout
-        self.durability = Durability(core.store)
+        self.seal, self.max_request_size, self.read_timeout = seal, max_request_size, read_timeout
+        self.durability = Durability(self._flush)
         self._workers = ThreadPoolExecutor(threads, thread_name_prefix="calls-out")
+
+    def _flush(self) -> None:
+        core = self.seal.core
+        if core is not None:
+            core.store.flush()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -214,11 +221,16 @@ class Api:
             operation, path, data, at=at, request_id=_request_id(), token=_token(headers)
         )
         try:
-            if self.core.calls_out(request):
+            if path.strip("/") in SEAL_PATHS:
+                return await self._seal_path(request, query)
+            core = self.seal.core
+            if core is None:
+                return 503, {"errors": ["Vault is sealed"]}, False
+            if core.calls_out(request):
                 loop = asyncio.get_running_loop()
-                response = await loop.run_in_executor(self._workers, self.core.handle, request)
+                response = await loop.run_in_executor(self._workers, core.handle, request)
             else:
-                response, seq = self.core.serve(request)
+                response, seq = core.serve(request)
                 await self.durability.wait(seq)
         except RequestError as exc:
             return exc.status, {"errors": [str(exc)]}, False
@@ -228,6 +240,33 @@ class Api:
             _log_internal(request, exc)
             return 500, {"errors": ["internal error"]}, False
         return self._answer(request, response, query)
+
+    async def _seal_path(self, request: Request, query: dict[str, str]) -> tuple[int, Any, bool]:
+        """What the seal answers itself: its status, health, init, unseal and seal. Init
+        and unseal (which opens and replays the store) run on a worker thread."""
+        seal, path, op = self.seal, request.path.strip("/"), request.operation
+        loop = asyncio.get_running_loop()
+        if path == "sys/health" and op == "read":
+            data = seal.health()
+            return _health_status(data, query), data, False
+        if path == "sys/seal-status" and op == "read":
+            return 200, seal.status(), False
+        if path == "sys/leader" and op == "read":
+            return 200, {"ha_enabled": False}, False
+        if path == "sys/init" and op == "read":
+            return 200, {"initialized": seal.initialized}, False
+        if path == "sys/init" and op == "write":
+            return 200, await loop.run_in_executor(self._workers, seal.init, request.data), False
+        if path == "sys/unseal" and op == "write":
+            return 200, await loop.run_in_executor(self._workers, seal.unseal, request.data), False
+        if path == "sys/seal" and op == "write":
+            core = seal.core
+            if core is not None:
+                core.authorize(request)
+                await self.durability.wait(core.store.head.seq)
+                seal.seal()
+            return 204, None, False
+        return 405, {"errors": [f"unsupported operation: {op} {path}"]}, False
 
     async def _body(self, receive: Receive, headers: dict[str, str]) -> dict[str, Any]:
         """The JSON object in the body: refused past ``max_request_size`` as soon as it
@@ -270,7 +309,7 @@ class Api:
             if data is None:
                 return 404, {"errors": []}, False
             return (_health_status(data, query) if path == "sys/health" else 200), data, False
-        if data is None or (operation == "list" and not data.get("keys")):
+        if (data is None or (operation == "list" and not data.get("keys"))) and not response.auth:
             if operation in ("read", "list"):
                 return 404, {"errors": []}, False
             if not response.lease_id and not response.warnings:
@@ -291,7 +330,7 @@ class Api:
             data=data,
             wrap_info=None,
             warnings=list(response.warnings) or None,
-            auth=None,
+            auth=response.auth,
         )
         return 200, body, False
 

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-from backends.auth import UNAUTHENTICATED
 from backends.errors import (
     InvalidRequestError,
     NoHandlerError,
@@ -22,7 +21,7 @@ from backends.request import Request, Response
 from eventstore.errors import StoreError, VaultlogError
 
 # Vault answers its unauthenticated paths with their data alone, no envelope.
-BARE_PATHS = UNAUTHENTICATED
+BARE_PATHS = frozenset({"sys/health", "sys/seal-status", "sys/leader", "sys/init", "sys/unseal"})
 
 
 @dataclass(frozen=True)
@@ -156,6 +155,7 @@ class HttpTransport:
                 renewable=bool(body.get("renewable")),
                 warnings=tuple(str(w) for w in warnings),
                 request_id=str(body.get("request_id") or ""),
+                auth=body.get("auth") if isinstance(body.get("auth"), dict) else None,
             )
         errors = body.get("errors") if isinstance(body, dict) else None
         errors = [str(e) for e in errors] if isinstance(errors, list) else []

@@ -11,10 +11,8 @@ cleanly: no new requests, the answers under way finish, the store is closed.
 from __future__ import annotations
 
 import contextlib
-import secrets
 import signal
 import socket
-import string
 import sys
 import threading
 from collections.abc import Iterator
@@ -25,12 +23,12 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from backends import Core, Registry
-from backends.auth import RootToken
+from backends.auth import TokenAuth
 from backends.version import VAULT_VERSION
 from eventstore import VaultlogError
 from projections import Store
 from tools.api import Api
-from tools.config import locate_store
+from tools.seal import Seal
 from tools.server_config import Listener, ServerConfig
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -44,48 +42,40 @@ class ServerError(VaultlogError):
     """The server cannot start; one line says why."""
 
 
-def new_root_token() -> str:
-    """A token in OpenBao's format (``s.`` and 24 random base-62 characters)."""
-    alphabet = string.ascii_letters + string.digits
-    return "s." + "".join(secrets.choice(alphabet) for _ in range(24))
-
-
 @dataclass(frozen=True)
 class Started:
     """What the banner shows."""
 
     config: ServerConfig
-    root_token: str
     dev: bool
-    unseal_key_source: str
-
-
-def open_store(config: ServerConfig) -> tuple[Store, str]:
-    """The store the configuration names, opened for writing (refused at once when another
-    process holds it), and where its unseal key came from."""
-    if config.path is None:
-        return Store.in_memory(), ""
-    location = locate_store(directory=config.path)
-    return Store.open(config.path, location.unseal_key, write=True, lock_timeout=0), str(
-        location.key_source
-    )
+    root_token: str = ""  # dev mode's: a real server's is said once, by init
+    unseal_key: str = ""
 
 
 def serve(config: ServerConfig, *, dev: bool, root_token: str = "") -> None:
-    """Serve until SIGTERM or SIGINT."""
-    root_token = root_token or new_root_token()
-    store, key_source = open_store(config)
-    try:
-        core = Core(
+    """Serve until SIGTERM or SIGINT. A dev server is initialised with one key share and
+    unsealed at once; any other starts sealed (or uninitialised) and waits for
+    ``vault operator init`` and ``unseal``."""
+    registry = Registry()
+
+    def make_core(store: Store) -> Core:
+        return Core(
             store,
-            Registry(),
-            RootToken(root_token),
+            registry,
+            TokenAuth(registry),
             lease_ttls=(config.default_lease_ttl, config.max_lease_ttl),
         )
-        core.maintain()
+
+    seal = Seal(config.path, make_core)
+    try:
+        started = Started(config, dev)
+        if dev:
+            keys = seal.init({"secret_shares": 1, "secret_threshold": 1}, root_token=root_token)
+            seal.unseal({"key": keys["keys_base64"][0]})
+            started = Started(config, dev, keys["root_token"], keys["keys_base64"][0])
         listener = config.listener
         api = Api(
-            core, max_request_size=listener.max_request_size, read_timeout=listener.read_timeout
+            seal, max_request_size=listener.max_request_size, read_timeout=listener.read_timeout
         )
         settings = uvicorn.Config(
             api,
@@ -111,17 +101,17 @@ def serve(config: ServerConfig, *, dev: bool, root_token: str = "") -> None:
             raise ServerError(f"cannot load the TLS certificate or key: {reason}") from None
         listening = _bind(listener)
         stopping = threading.Event()
-        timer = threading.Thread(target=_expire_on_timer, args=(core, stopping), daemon=True)
+        timer = threading.Thread(target=_expire_on_timer, args=(seal, stopping), daemon=True)
         timer.start()
         try:
-            _Server(settings, Started(config, root_token, dev, key_source)).run([listening])
+            _Server(settings, started).run([listening])
         finally:
             stopping.set()
             timer.join(timeout=30)
             listening.close()
         print("==> Vault shutdown triggered", flush=True)
     finally:
-        store.close()
+        seal.close()
 
 
 def _bind(listener: Listener) -> socket.socket:
@@ -235,10 +225,12 @@ def _protocol(read_timeout: float) -> type:
     return Protocol
 
 
-def _expire_on_timer(core: Core, stopping: threading.Event) -> None:
+def _expire_on_timer(seal: Seal, stopping: threading.Event) -> None:
     while not stopping.wait(EXPIRE_EVERY):
         try:
-            core.expire()
+            with seal.lock:
+                if seal.core is not None:
+                    seal.core.expire()
         except VaultlogError as exc:  # said, and tried again at the next tick
             print(f"[ERROR] expiration: {exc}", file=sys.stderr, flush=True)
 
@@ -272,10 +264,14 @@ def _print_banner(started: Started) -> None:
         "",
     ]
     if started.dev:
-        lines.append("Unseal Key: none (dev mode: the keys live in this process only)")
-    else:
-        lines.append(f"Unseal Key: {started.unseal_key_source}")
-    lines += [f"Root Token: {started.root_token}", ""]
-    if started.dev:
-        lines += ["Development mode should NOT be used in production installations!", ""]
+        lines += [
+            "The unseal key and root token are displayed below in case you want to",
+            "seal/unseal the Vault or re-authenticate.",
+            "",
+            f"Unseal Key: {started.unseal_key}",
+            f"Root Token: {started.root_token}",
+            "",
+            "Development mode should NOT be used in production installations!",
+            "",
+        ]
     print("\n".join(lines), flush=True)
