@@ -76,7 +76,11 @@ class Core:
 
     def handle(self, request: Request) -> Response:
         """Serve ``request``; the answer comes only once all it could have seen is durable."""
-        response, _ = self.serve(request)
+        try:
+            response, _ = self.serve(request)
+        except PermissionDeniedError:
+            self.store.flush()  # the refusal's record
+            raise
         self.store.flush()
         return response
 
@@ -157,6 +161,7 @@ class Core:
             return self.authenticate(self.store, request)
         except PermissionDeniedError as exc:
             self._record_denial(request, exc)
+            exc.seq = self.store.head.seq if self.store.writable else 0
             raise
 
     def _record_denial(self, request: Request, exc: PermissionDeniedError) -> None:

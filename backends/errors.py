@@ -35,6 +35,7 @@ class PermissionDeniedError(RequestError):
     def __init__(self, message: str, *, actor: str = "") -> None:
         super().__init__(message)
         self.actor = actor
+        self.seq = 0  # the record of the refusal, durable before the answer
 
 
 class NoHandlerError(RequestError):

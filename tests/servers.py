@@ -54,6 +54,7 @@ class DevServer:
     cafile: Path | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     unseal: bool = False  # a sealed server: init it (one share) if need be, and unseal it
+    sealed_ok: bool = False  # started once it answers at all, sealed or not
     keys: list[str] = field(default_factory=list, repr=False)  # from init, kept in memory
     token: str = field(default="", repr=False)  # the root token init answered
 
@@ -94,7 +95,7 @@ class DevServer:
                     f"\n{self.log()}"
                 )
             status = health_status(self.addr, self.cafile)
-            if status == 200:
+            if status == 200 or (self.sealed_ok and status in (501, 503)):
                 return
             if self.unseal and status in (501, 503):
                 self.init_and_unseal(status == 501)
@@ -189,6 +190,7 @@ def config_server(
     *,
     env: dict[str, str] | None = None,
     unseal: bool = True,
+    inmem: bool = False,
     **listener_settings: object,
 ) -> DevServer:
     """vaultlog: `vault server -config=FILE` with storage "file" in ``home/data`` (the
@@ -208,12 +210,16 @@ def config_server(
         f"  {k} = {json.dumps(str(v) if isinstance(v, Path) else v)}" for k, v in settings.items()
     )
     config = home / "server.hcl"
-    storage = f'storage "file" {{\n  path = "{home / "data"}"\n}}\n'
+    storage = (
+        'storage "inmem" {}\n' if inmem else f'storage "file" {{\n  path = "{home / "data"}"\n}}\n'
+    )
     config.write_text(storage + f'listener "tcp" {{\n{body}\n}}\n')
     argv = [vault_executable(), "server", f"-config={config}"]
     environment = {**server_env(home), **(env or {})}
     scheme = "https" if tls else "http"
-    return DevServer("vaultlog", argv, environment, home, port, scheme, unseal=unseal)
+    return DevServer(
+        "vaultlog", argv, environment, home, port, scheme, unseal=unseal, sealed_ok=not unseal
+    )
 
 
 def root_token(server: DevServer) -> str:

@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes
 
-from backends import Request, RequestError, Response
+from backends import PermissionDeniedError, Request, RequestError, Response
 from backends.request import Operation
 from backends.sys_leases import wants_sync
 from eventstore import VaultlogError
@@ -233,6 +233,8 @@ class Api:
                 response, seq = core.serve(request)
                 await self.durability.wait(seq)
         except RequestError as exc:
+            if isinstance(exc, PermissionDeniedError) and exc.seq:
+                await self.durability.wait(exc.seq)  # the refusal is recorded first
             return exc.status, {"errors": [str(exc)]}, False
         except VaultlogError as exc:  # the store failed: its message is one line, no secret
             return 500, {"errors": [str(exc)]}, False

@@ -84,7 +84,9 @@ def build_log(
             n = min(sizes.batch, sizes.events - written)
             start = time.perf_counter()
             writes = ((f"k{j % sizes.keyspace}", VALUE) for j in range(written, written + n))
-            put_batch(store, mount, writes, local_user(store, Request("write", "secret/x")), registry)
+            put_batch(
+                store, mount, writes, local_user(store, Request("write", "secret/x")), registry
+            )
             store.flush()  # one fsync for the batch
             rates.append(n / (time.perf_counter() - start))
             written += n
