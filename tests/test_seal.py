@@ -164,7 +164,7 @@ def test_a_restarted_server_is_sealed(sealed: DevServer) -> None:
         unseal(sealed, sealed.keys[index])
     sealed.stop()
     sealed.start()
-    status, body = request(sealed, "GET", "sys/seal-status")
+    _, body = request(sealed, "GET", "sys/seal-status")
     assert (body["initialized"], body["sealed"], body["t"], body["n"]) == (True, True, 3, 5)
     assert request(sealed, "GET", "sys/mounts", token=sealed.token) == (503, SEALED)
 

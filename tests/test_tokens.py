@@ -178,7 +178,7 @@ def test_the_timer_revokes_an_expired_token(server: DevServer) -> None:
     while accessor in client.auth.token.list_accessors()["data"]["keys"]:
         assert time.monotonic() < deadline, "the expired token was never revoked"
         time.sleep(0.2)
-    status, body = call(server, "GET", "sys/vaultlog/audit?type=token.revoked", "root")
+    _status, body = call(server, "GET", "sys/vaultlog/audit?type=token.revoked", "root")
     reasons = {e["detail"]["accessor"]: e["detail"]["reason"] for e in body["data"]["entries"]}
     assert reasons[accessor] == "expired"
 
@@ -280,7 +280,7 @@ def test_hvac_token_create_lookup_renew_revoke(server: DevServer) -> None:
 def test_a_token_is_never_in_the_trail(server: DevServer) -> None:
     token = create(server, policies=["root"])
     call(server, "PUT", "secret/by-token", token, {"value": "v"})
-    status, body = call(server, "GET", "sys/vaultlog/audit", "root")
+    _status, body = call(server, "GET", "sys/vaultlog/audit", "root")
     text = json.dumps(body)
     assert token not in text and token[2:] not in text
     actors = {e["actor"] for e in body["data"]["entries"] if e["path"] == "secret/by-token"}
