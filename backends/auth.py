@@ -10,6 +10,7 @@ event of an admitted request is the token's display name and accessor, never the
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 
@@ -98,35 +99,39 @@ def live_token(state: StoreState, token_id: str, now: int | None = None) -> Toke
     return token
 
 
+_SUDO = re.compile(
+    "|".join(re.escape(p[:-1]) + ".*" if p.endswith("*") else re.escape(p) for p in SUDO_PATHS)
+)
+
+
 def is_sudo_path(path: str) -> bool:
-    for pattern in SUDO_PATHS:
-        if pattern.endswith("*"):
-            if path.startswith(pattern[:-1]):
-                return True
-        elif path == pattern:
-            return True
-    return False
+    return _SUDO.fullmatch(path) is not None
 
 
 class Authorizer:
     """Builds and caches the ACL of a set of policies, as their rules stand."""
 
     def __init__(self) -> None:
-        self._cache: dict[tuple[tuple[str, str | None], ...], ACL] = {}
+        # by the policies and the state's ``policy_seq``, which changes with any policy
+        self._cache: dict[tuple[tuple[str, ...], int], ACL] = {}
 
     def acl(self, state: StoreState, policies: tuple[str, ...]) -> ACL:
         if ROOT_POLICY in policies:
-            return ACL((), root=True)
-        key = tuple((name, policy_rules(state, name)) for name in policies)
+            return _ROOT_ACL
+        key = (policies, state.policy_seq)
         acl = self._cache.get(key)
         if acl is None:
             if len(self._cache) > 1024:
                 self._cache.clear()
-            acl = self._cache[key] = ACL(_parsed(name, rules) for name, rules in key)
+            acl = ACL(_parsed(name, policy_rules(state, name)) for name in policies)
+            self._cache[key] = acl
         return acl
 
     def capabilities(self, state: StoreState, token: Token, path: str) -> frozenset[str]:
         return self.acl(state, token.policies).capabilities(path)
+
+
+_ROOT_ACL = ACL((), root=True)
 
 
 def _parsed(name: str, rules: str | None) -> Policy:

@@ -149,7 +149,15 @@ class _Rule:
 
 
 class ACL:
-    """The merged rules of a token's policies; ``root`` grants everything."""
+    """The merged rules of a token's policies; ``root`` grants everything.
+
+    Rules are indexed by their literal prefix (the pattern up to its first ``+`` or
+    ``*``), so a path is matched against only the rules whose prefix it starts with: a
+    lookup per prefix of the path, however many rules there are. Answers are remembered
+    per path (a bounded memo), as the same paths are asked again and again.
+    """
+
+    MEMO = 4096  # paths remembered per ACL
 
     def __init__(self, policies: Iterable[Policy], *, root: bool = False) -> None:
         self.root = root
@@ -158,18 +166,35 @@ class ACL:
             for pattern, capabilities in policy.rules.items():
                 joined = merged.get(pattern, frozenset()) | capabilities
                 merged[pattern] = frozenset({"deny"}) if "deny" in joined else joined
-        self._rules = [_Rule.of(p, c) for p, c in merged.items()]
+        self._by_prefix: dict[str, list[_Rule]] = {}
+        for pattern, capabilities in merged.items():
+            literal = re.split(r"[+*]", pattern, maxsplit=1)[0]
+            self._by_prefix.setdefault(literal, []).append(_Rule.of(pattern, capabilities))
+        self._memo: dict[str, frozenset[str]] = {}
 
     def capabilities(self, path: str) -> frozenset[str]:
         """What the token may do at ``path``: the highest-priority matching rule's
         capabilities; none when no rule matches, or when that rule denies."""
         if self.root:
             return CAPABILITIES - {"deny"}
-        matching = [rule for rule in self._rules if rule.matches(path)]
-        if not matching:
-            return frozenset()
-        best = max(matching, key=_Rule.priority)
-        return frozenset() if "deny" in best.capabilities else best.capabilities
+        known = self._memo.get(path)
+        if known is not None:
+            return known
+        by_prefix = self._by_prefix
+        matching = [
+            rule
+            for end in range(len(path) + 1)
+            for rule in by_prefix.get(path[:end], ())
+            if rule.matches(path)
+        ]
+        granted: frozenset[str] = frozenset()
+        if matching:
+            best = max(matching, key=_Rule.priority)
+            granted = frozenset() if "deny" in best.capabilities else best.capabilities
+        if len(self._memo) >= self.MEMO:
+            self._memo.clear()
+        self._memo[path] = granted
+        return granted
 
     def allows(self, capability: str, path: str) -> bool:
         return capability in self.capabilities(path)

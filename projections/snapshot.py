@@ -90,6 +90,7 @@ def write_snapshot(
             "intents": [astuple(x) for x in state.intents.values()],
             "tokens": [astuple(x) for x in state.tokens.values()],
             "policies": state.policies,
+            "policy_seq": state.policy_seq,
             "audit_devices": [astuple(x) for x in state.audit_devices.values()],
             "sections": places,
         },
@@ -142,6 +143,7 @@ def _read(f: BinaryIO, keyring: Keyring, seq: int, lazy: bool) -> Snapshot:
     state.tokens = {t.id: replace(t, policies=tuple(t.policies)) for t in state.tokens.values()}
     state.accessors = {t.accessor: t.id for t in state.tokens.values()}
     state.policies = fields.get("policies", {})
+    state.policy_seq = fields.get("policy_seq", 0)
     state.audit_devices = {row[0]: AuditDevice(*row) for row in fields.get("audit_devices", [])}
     base = len(prefix) + length
     for mount_id, (start, size, count) in fields["sections"].items():

@@ -254,6 +254,8 @@ class StoreState:
     accessors: dict[str, str] = field(default_factory=dict)  # accessor -> token id
     policies: dict[str, str] = field(default_factory=dict)  # name -> rules, as written
     audit_devices: dict[str, AuditDevice] = field(default_factory=dict)  # by path
+    # The seq of the last policy change: ACLs are cached by it.
+    policy_seq: int = 0
 
     def copy(self) -> StoreState:
         return StoreState(
@@ -267,6 +269,7 @@ class StoreState:
             dict(self.accessors),
             dict(self.policies),
             dict(self.audit_devices),
+            self.policy_seq,
         )
 
     def children(self, token_id: str) -> list[Token]:
@@ -367,8 +370,10 @@ def apply(state: StoreState, event: Event) -> StoreState:
             _apply_token(state, event)
         case PolicyWritten():
             state.policies[event.name] = event.rules
+            state.policy_seq = event.seq
         case PolicyDeleted():
             state.policies.pop(event.name, None)
+            state.policy_seq = event.seq
         case AuditDeviceEnabled():
             state.audit_devices[event.path] = AuditDevice(
                 event.path,
