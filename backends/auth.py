@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from backends.contract import Backends
-from backends.errors import PermissionDeniedError, RequestError
+from backends.errors import InvalidRequestError, PermissionDeniedError, RequestError
 from backends.policy import ACL, CAPABILITIES, Policy, parse_policy
 from backends.request import Request
 from projections.state import StoreState, Token
@@ -45,6 +45,7 @@ SUDO_PATHS = (
     "auth/token/accessors*",
 )
 DENIED = "permission denied"
+WRAPPING_INVALID = "wrapping token is not valid or does not exist"
 ACL_DENIED = "1 error occurred:\n\t* permission denied\n\n"  # Vault's words for a policy's no
 ROOT_POLICY = "root"
 DEFAULT_POLICY = "default"
@@ -161,6 +162,9 @@ class TokenAuth:
         state = store.state
         token = live_token(state, store.keyring.token_id(request.token))
         if token is None:
+            if path == "sys/wrapping/unwrap" and not request.data.get("token"):
+                # the token is the wrapping token itself: Vault says that it is not valid
+                raise InvalidRequestError(WRAPPING_INVALID)
             raise PermissionDeniedError(DENIED)
         actor = token_actor(token)
         if ROOT_POLICY not in token.policies:
@@ -181,12 +185,13 @@ class TokenAuth:
         elif "create" in granted and "update" in granted:
             return "update"
         else:
-            needed = "update" if self._exists(state, path) else "create"
+            needed = "update" if self._exists(state, path, token.id) else "create"
         return needed if needed in granted else None
 
-    def _exists(self, state: StoreState, path: str) -> bool:
+    def _exists(self, state: StoreState, path: str, token_id: str) -> bool:
         """Whether a write to ``path`` changes a value that is there (Vault's existence
-        check); for backends that do not store values at their paths, always."""
+        check), the token's own where each token has its own; for backends that do not
+        store values at their paths, always."""
         found = state.mounts.route(path)
         if found is None:
             return True
@@ -197,6 +202,8 @@ class TokenAuth:
             return True
         if not backend.paths.existence_check:
             return True
+        if backend.paths.per_token:
+            relative = f"{token_id}/{relative}"
         return relative in state.data.get(mount.id, {})
 
     def _login_path(self, state: StoreState, path: str) -> bool:
@@ -223,6 +230,7 @@ def _as(request: Request, actor: str, token_id: str) -> Request:
         request.request_id,
         request.token,
         token_id,
+        request.wrap_ttl,
     )
 
 

@@ -12,8 +12,9 @@ a backend is stopped before it records an intent or acts outside the store.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -48,7 +49,8 @@ class PathRules:
     with one thread for the store serves it on another. ``existence_check``: a write to a
     path that holds a value is an update, else a create (policies tell the two apart);
     without it every write is an update. ``unauthenticated``: path prefixes inside the
-    mount that anyone may call without a token (an auth method's login).
+    mount that anyone may call without a token (an auth method's login). ``per_token``:
+    each token's values are kept apart, under ``<token_id>/`` (the cubbyhole).
     """
 
     audit_reads: bool = True
@@ -56,6 +58,7 @@ class PathRules:
     calls_out: bool = False
     existence_check: bool = False
     unauthenticated: tuple[str, ...] = ()
+    per_token: bool = False
 
 
 class Backend(Protocol):
@@ -96,8 +99,11 @@ class Session:
         backends: Backends,
         *,
         past: StoreState | None = None,
+        lease_ttls: tuple[int, int] = (0, 0),
     ) -> None:
+        """``lease_ttls``: the server's default and maximum lease TTL (0: the system's)."""
         self.store, self.request, self.backends = store, request, backends
+        self.lease_ttls = lease_ttls
         self._past = past
         self.staged: list[Event] = []
 
@@ -120,6 +126,17 @@ class Session:
 
     def flush(self) -> None:
         self.store.flush()
+
+    @contextlib.contextmanager
+    def unlocked(self) -> Iterator[None]:
+        """Let other requests be served while this one computes something slow that
+        needs nothing of the store (a password's hash): the state may change meanwhile,
+        so whatever was read before must be read again after."""
+        self.store.lock.release()
+        try:
+            yield
+        finally:
+            self.store.lock.acquire()
 
     def backend(self, backend_type: str) -> Backend:
         return self.backends.get(backend_type)

@@ -1,9 +1,11 @@
 """The Core: the request pipeline, and nothing else.
 
 authenticate -> clean the path -> route (longest mount prefix) -> the backend, in a
-session of its own (a read-only one for a request of the past) -> commit -> answer once
-durable. The store beneath it (``projections.store.Store``) owns the log, the keys, the
-state and the past; the backends come from the registry the front door hands in.
+session of its own (a read-only one for a request of the past) -> commit -> wrap the
+answer if asked (``backends.wrapping``) -> answer once durable and written to the
+audit devices (``backends.audit_devices``). The store beneath it
+(``projections.store.Store``) owns the log, the keys, the state and the past; the
+backends come from the registry the front door hands in.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import functools
 import os
 from dataclasses import replace
 
+from backends.audit_devices import AuditDevices
 from backends.auth import Authenticate
 from backends.contract import Backends, MountView, Session, key_lost
 from backends.errors import (
+    AuditFailedError,
     InvalidRequestError,
     NoHandlerError,
     PermissionDeniedError,
@@ -27,6 +31,7 @@ from backends.moments import resolve_at
 from backends.paths import clean_path
 from backends.request import Request, Response
 from backends.token import expire_tokens, revoke_tree
+from backends.wrapping import wrap
 from projections import Mount, SecretRead, StoreState
 from projections.events import RequestDenied, TokenUsed
 from projections.store import Store
@@ -52,6 +57,7 @@ def _rebuilt(request: Request, path: str, actor: str) -> Request:
         request.request_id,
         request.token,
         request.token_id,
+        request.wrap_ttl,
     )
 
 
@@ -73,16 +79,26 @@ class Core:
         none of their own (0: Vault's system default)."""
         self.store, self.backends, self.authenticate = store, backends, authenticate
         self.lease_ttls = lease_ttls
+        self.audit = AuditDevices(store)
 
     def handle(self, request: Request) -> Response:
         """Serve ``request``; the answer comes only once all it could have seen is durable."""
         try:
-            response, _ = self.serve(request)
-        except PermissionDeniedError:
+            response, seq = self.serve(request)
+        except PermissionDeniedError as exc:
             self.store.flush()  # the refusal's record
+            self.audited(exc.seq)
             raise
         self.store.flush()
+        self.audited(seq)
         return response
+
+    def audited(self, seq: int) -> None:
+        """Write the events up to ``seq``, once durable, to the audit devices: the answer
+        is given only if one could (``AuditFailedError`` otherwise)."""
+        if seq and self.audit.enabled:
+            with self.store.lock:
+                self.audit.write(seq)
 
     def serve(self, request: Request) -> tuple[Response, int]:
         """Serve ``request`` without waiting for the disk: the answer, and the seq that must
@@ -95,11 +111,16 @@ class Core:
             path += "/"  # a list names a folder, with or without its slash (as Vault's)
         request = _rebuilt(request, path, "")
         with self.store.lock:
+            if self.audit.behind:  # refused before it is served while no device can write
+                self.audit.catch_up()
             request = self._authenticate(request)
             warnings = len(self.store.warnings)
             if request.token_id:
                 self._spend_use(request)
             response = self._serve(request)
+            if request.wrap_ttl:
+                session = Session(self.store, request, self.backends)
+                response = wrap(session, response, ttl=request.wrap_ttl, path=request.path)
             if request.token_id:
                 self._revoke_if_used_up(request)
             said = tuple(self.store.warnings[warnings:])
@@ -134,7 +155,7 @@ class Core:
                 past = self._past(request, seq)
         mount, relative = self._route(request.path, past, request.at)
         inner = _rebuilt(request, relative, request.actor)
-        session = Session(self.store, inner, self.backends, past=past)
+        session = Session(self.store, inner, self.backends, past=past, lease_ttls=self.lease_ttls)
         backend = self.backends.get(mount.type)
         response = backend.handle(MountView(session, mount), inner)
         if request.operation == "read" and backend.paths.audit_reads and self.store.writable:
@@ -234,7 +255,10 @@ class Core:
         with self.store.lock:
             self._leases().expire_due()
             expire_tokens(Session(self.store, store_request(), self.backends))
+            seq = self.store.head.seq if self.store.writable else 0
         self.store.flush()
+        with contextlib.suppress(AuditFailedError):  # the next request is refused, and says why
+            self.audited(seq)
 
     def _leases(self) -> ExpirationManager:
         return ExpirationManager(Session(self.store, store_request(), self.backends))

@@ -1,14 +1,15 @@
 """Request errors: what a backend answers when a request cannot be served.
 
 VaultlogError (eventstore.errors)
- └── RequestError               the request is wrong; the store is unchanged
-      ├── InvalidRequestError   bad or missing input (HTTP 400)
-      │    └── PastRequestError a request of the past tried to change something
-      ├── PermissionDeniedError a protected path (HTTP 403)
-      ├── NoHandlerError        no mount serves the path (HTTP 404)
-      ├── ConflictError         the path is already in use (HTTP 400, as Vault)
-      ├── ShreddedDataError     the data asked for was deleted by unmounting (HTTP 410)
-      └── UpstreamError         an outside system (AWS) failed (HTTP 502)
+ ├── RequestError               the request is wrong; the store is unchanged
+ │    ├── InvalidRequestError   bad or missing input (HTTP 400)
+ │    │    └── PastRequestError a request of the past tried to change something
+ │    ├── PermissionDeniedError a protected path (HTTP 403)
+ │    ├── NoHandlerError        no mount serves the path (HTTP 404)
+ │    ├── ConflictError         the path is already in use (HTTP 400, as Vault)
+ │    ├── ShreddedDataError     the data asked for was deleted by unmounting (HTTP 410)
+ │    └── UpstreamError         an outside system (AWS) failed (HTTP 502)
+ └── AuditFailedError           no audit device could write the log's new entries (HTTP 500)
 """
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ class UpstreamError(RequestError):
 
 class ShreddedDataError(RequestError):
     status = 410
+
+
+class AuditFailedError(VaultlogError):
+    """No enabled audit device could write: requests are refused until one can (as Vault
+    does). What was served before is in the log, and is written once a device can."""
 
 
 class PastRequestError(InvalidRequestError):

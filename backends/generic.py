@@ -13,7 +13,7 @@ from backends.ttl import SYSTEM_DEFAULT_TTL, parse_duration
 class GenericBackend:
     """Vault 0.5's passthrough: a ``ttl`` key only sets the lease duration shown on read."""
 
-    paths: ClassVar[PathRules] = PathRules()
+    paths: ClassVar[PathRules] = PathRules(existence_check=True)
 
     def handle(self, view: MountView, request: Request) -> Response:
         path, op = request.path, request.operation

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from backends.approle import AppRoleBackend
 from backends.contract import Backend, BackendFactory
+from backends.cubbyhole import CubbyholeBackend
 from backends.errors import InvalidRequestError
 from backends.generic import GenericBackend
 from backends.sys import SysBackend
 from backends.token import TokenBackend
+from backends.userpass import UserpassBackend
 
 
 def _aws() -> Backend:
@@ -28,6 +31,9 @@ BUILTIN: Mapping[str, BackendFactory] = {
     "generic": GenericBackend,
     "kv": GenericBackend,  # KV version 1: the same engine under today's name
     "aws": _aws,
+    "cubbyhole": CubbyholeBackend,  # mounted once, by init, at cubbyhole/
+    "userpass": UserpassBackend,  # auth methods: enabled by sys/auth, at auth/<path>/
+    "approle": AppRoleBackend,
 }
 
 

@@ -14,7 +14,9 @@ class Request:
     """One request. ``at`` asks for the store as it stood at a seq or a time (a seq, an
     RFC 3339 time or an age such as ``2h``); empty: now. ``actor`` is filled in by the
     Core's authentication, never trusted from the caller; ``token`` is what the caller
-    presented to it (server mode), ``token_id`` what it was found to be."""
+    presented to it (server mode), ``token_id`` what it was found to be. ``wrap_ttl``: the
+    answer is to be wrapped in a single-use token living that many seconds (Vault's
+    ``X-Vault-Wrap-TTL``; 0: not wrapped)."""
 
     operation: Operation
     path: str
@@ -24,6 +26,7 @@ class Request:
     request_id: str = field(default_factory=lambda: os.urandom(8).hex())
     token: str = field(default="", repr=False)
     token_id: str = ""  # the keyed hash of the token, once authenticated ("" embedded)
+    wrap_ttl: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +41,7 @@ class Response:
     warnings: tuple[str, ...] = ()
     request_id: str = ""
     auth: dict[str, Any] | None = None  # a login's or token creation's ``auth`` block
+    wrap_info: dict[str, Any] | None = None  # a wrapped answer's token, instead of the answer
 
 
 class Who(TypedDict):

@@ -4,10 +4,12 @@ Vault's paths, in the shapes of Vault's answers: ``sys/mounts[/P[/tune]]``, ``sy
 and ``sys/remount/status/ID``, ``sys/internal/ui/mounts[/P]``, ``sys/leases/lookup[/P]``,
 ``sys/leases/renew[/ID]``, ``sys/leases/revoke[/ID]``, ``sys/leases/revoke-prefix/P`` and
 ``revoke-force/P``, ``sys/rotate[/keyring]``, ``sys/key-status``, ``sys/audit-hash/P``,
-``sys/seal-status``, ``sys/health``, ``sys/leader`` and ``sys/init``. Vault 0.5's, which the
-seed's commands use: ``sys/renew``, ``sys/revoke[-prefix|-force]/X``, ``sys/leases``. Our
-own, for what Vault lacks, under ``sys/vaultlog/``: ``audit`` (the trail), ``verify``,
-``history/P``, ``restore/P`` and ``head``.
+``sys/seal-status``, ``sys/health``, ``sys/leader`` and ``sys/init``; policies and
+capabilities (``backends.sys_policy``), auth methods (``backends.sys_auth``), audit
+devices (``sys/audit[/NAME]``, ``backends.sys_audit``). Vault 0.5's,
+which the seed's commands use: ``sys/renew``, ``sys/revoke[-prefix|-force]/X``, ``sys/leases``. Our
+own, for what Vault lacks, under ``sys/vaultlog/``: ``audit`` (the trail), ``who-could-read``,
+``verify``, ``history/P``, ``restore/P`` and ``head``.
 """
 
 from __future__ import annotations
@@ -29,9 +31,13 @@ from backends.expiration import ExpirationManager
 from backends.moments import parse_time, resolve_at
 from backends.paths import clean_path, mount_point
 from backends.request import Request, Response, who
+from backends.sys_audit import serve_audit
+from backends.sys_auth import AUTH_METHODS, serve_auth
 from backends.sys_leases import serve_leases
+from backends.sys_policy import serve_policies
 from backends.ttl import SYSTEM_DEFAULT_TTL, parse_duration
 from backends.version import CLUSTER_NAME, VAULT_VERSION
+from backends.wrapping import serve_wrapping
 from eventstore import ShreddedError
 from projections import (
     KeyRotated,
@@ -46,7 +52,8 @@ from projections.audit import AuditFilter, audit_trail, rfc3339, secret_history
 from projections.events import MountTuned
 from projections.store import new_id
 
-RESERVED = ("sys/", "audit/", "auth/")  # mount points no one mounts, unmounts or moves
+# mount points no one mounts, unmounts or moves (cubbyhole/: a server's, made by init)
+RESERVED = ("sys/", "audit/", "auth/", "cubbyhole/")
 KV_TYPES = ("kv", "generic")  # KV version 1, under its two names
 _UUIDS = uuid.UUID("5b0e5c1e-7a11-4c0f-9d8e-7661756c746c")  # namespace of derived uuids
 _STATUS_PATHS = ("seal-status", "health", "leader", "init")
@@ -125,12 +132,20 @@ class SysBackend:
             return self._status(session, path, op)
         if path == "leases" or path.startswith(("leases/", "renew", "revoke")):
             return serve_leases(session, request, path, op)
+        if path.startswith(("policy", "policies/", "capabilities")):
+            return serve_policies(session, request, path, op)
+        if path == "auth" or path.startswith("auth/"):
+            return serve_auth(session, request, path, op, self.tune)
+        if path.startswith("wrapping/"):
+            return serve_wrapping(session, request, path, op)
         if path in ("rotate", "rotate/keyring") and op == "write":
             return self.rotate(session)
         if path == "key-status" and op == "read":
             return self.key_status(session)
         if request.path.startswith("audit-hash/") and op == "write":
             return self.audit_hash(session, request.path.removeprefix("audit-hash/"))
+        if path == "audit" or path.startswith("audit/") or path == "vaultlog/who-could-read":
+            return serve_audit(session, request, path, op)
         if path == "vaultlog/audit" and op == "read":
             return self.audit(session)
         if path == "vaultlog/verify" and op == "read":
@@ -150,7 +165,7 @@ class SysBackend:
         if target.endswith("/tune") or target == "tune":
             point = target.removesuffix("tune").rstrip("/")
             if op == "read":
-                return self.read_tune(session.state, point)
+                return self.read_tune(session, point)
             if op == "write":
                 return self.tune(session, point)
         elif op == "read":
@@ -164,7 +179,9 @@ class SysBackend:
     # ---- the mount table -----------------------------------------------------------------
 
     def list_mounts(self, state: StoreState) -> Response:
-        return Response(data={m.path: mount_info(m) for m in state.mounts.sorted()})
+        """The secrets engines (auth methods are ``sys/auth``'s)."""
+        mounts = [m for m in state.mounts.sorted() if not m.path.startswith("auth/")]
+        return Response(data={m.path: mount_info(m) for m in mounts})
 
     def read_mount(self, state: StoreState, raw_path: str) -> Response:
         path = mount_point(raw_path)
@@ -191,8 +208,10 @@ class SysBackend:
             raise InvalidRequestError("backend type must be specified as a string")
         if self._reserved(path):
             raise InvalidRequestError(f'cannot mount "{path}"')
-        if backend_type in ("system", "token"):
-            where = "sys/" if backend_type == "system" else "auth/token/"
+        if backend_type in AUTH_METHODS:  # an auth method is enabled by sys/auth
+            raise InvalidRequestError(f"plugin not found in the catalog: {backend_type}")
+        if backend_type in ("system", "token", "cubbyhole"):
+            where = {"system": "sys/", "token": "auth/token/"}.get(backend_type, "cubbyhole/")
             raise InvalidRequestError(f"the {backend_type} backend is mounted once, at {where}")
         session.backend(backend_type)  # an unknown type is refused here
         if backend_type in KV_TYPES:
@@ -270,16 +289,18 @@ class SysBackend:
                 return Response(data={"migration_id": migration_id, "migration_info": info})
         return Response()
 
-    def read_tune(self, state: StoreState, raw_path: str) -> Response:
+    def read_tune(self, session: Session, raw_path: str) -> Response:
+        """A mount's TTLs as they apply: its own, else the server's, else the system's."""
         path = mount_point(raw_path)
-        mount = state.mounts.at(path)
+        mount = session.state.mounts.at(path)
+        default_ttl, max_ttl = session.lease_ttls
         if mount is None:
             raise InvalidRequestError(f'cannot fetch sysview for path "{path}"')
         data: dict[str, Any] = {
-            "default_lease_ttl": mount.default_lease_ttl or SYSTEM_DEFAULT_TTL,
+            "default_lease_ttl": mount.default_lease_ttl or default_ttl or SYSTEM_DEFAULT_TTL,
             "description": mount.description,
             "force_no_cache": False,
-            "max_lease_ttl": mount.max_lease_ttl or SYSTEM_DEFAULT_TTL,
+            "max_lease_ttl": mount.max_lease_ttl or max_ttl or SYSTEM_DEFAULT_TTL,
         }
         options = _options(mount)
         if options is not None:

@@ -24,7 +24,14 @@ from backends.expiration import ExpirationManager
 from backends.request import Request, Response, who
 from backends.ttl import parse_duration
 from projections.audit import rfc3339_nano
-from projections.events import SecretDeleted, TokenCreated, TokenRenewed, TokenRevoked
+from projections.events import (
+    SecretDeleted,
+    TokenCreated,
+    TokenRenewed,
+    TokenRevoked,
+    TokenRoleDeleted,
+    TokenRoleWritten,
+)
 from projections.state import NANOS, StoreState, Token
 
 TOKEN_DEFAULT_TTL = 32 * 24 * 3600  # Vault's 768h, the default and the maximum
@@ -262,7 +269,11 @@ class TokenBackend:
         if op == "list" and path == "accessors":
             return Response(data={"keys": sorted(session.state.accessors)})
         if op == "list" and path == "roles":
-            return Response(data={"keys": []})
+            return Response(data={"keys": sorted(session.state.token_roles)})
+        if path.startswith("roles/"):
+            return self._role(session, op, path.removeprefix("roles/"))
+        if op == "write" and path.startswith("create/"):
+            return self._create(session, path)
         if op not in ("read", "write"):
             raise InvalidRequestError(f"unsupported operation: {op} auth/token/{path}")
         if path == "lookup-self" or (
@@ -334,21 +345,67 @@ class TokenBackend:
         token, given = self._given(session, path)
         return Response(data=describe(token, given, time.time_ns()))
 
+    def _role(self, session: Session, op: str, name: str) -> Response:
+        """``auth/token/roles/NAME``: which policies tokens created through it may hold,
+        whether they are orphans, renewable, periodic, and their maximum TTL."""
+        if not name or "/" in name:
+            raise InvalidRequestError("a role name is one path segment")
+        roles = session.state.token_roles
+        if op == "read":
+            role = roles.get(name)
+            return Response(data=None if role is None else {"name": name, **role})
+        if op == "delete":
+            if name in roles:
+                session.stage(TokenRoleDeleted(**who(session.request), name=name))
+            return Response()
+        if op != "write":
+            raise InvalidRequestError(f"unsupported operation: {op} auth/token/roles/{name}")
+        data = session.request.data
+        old = roles.get(name, {})
+        settings: dict[str, object] = {
+            "allowed_policies": policy_list(
+                data.get("allowed_policies", old.get("allowed_policies"))
+            ),
+            "disallowed_policies": policy_list(
+                data.get("disallowed_policies", old.get("disallowed_policies"))
+            ),
+            "orphan": _bool(data, "orphan", bool(old.get("orphan", False))),
+            "renewable": _bool(data, "renewable", bool(old.get("renewable", True))),
+            "path_suffix": str(data.get("path_suffix", old.get("path_suffix", ""))),
+            "explicit_max_ttl": _duration(data, "explicit_max_ttl")
+            or _duration(data, "token_explicit_max_ttl")
+            or int(str(old.get("explicit_max_ttl", 0))),
+            "period": _duration(data, "period")
+            or _duration(data, "token_period")
+            or int(str(old.get("period", 0))),
+            "token_type": "default-service",
+        }
+        session.stage(TokenRoleWritten(**who(session.request), name=name, settings=settings))
+        return Response()
+
     def _create(self, session: Session, path: str) -> Response:
         data = session.request.data
         parent = self._caller(session)
         parent_policies = parent.policies if parent is not None else (ROOT_POLICY,)
         is_root = ROOT_POLICY in parent_policies
+        role_name = path.removeprefix("create/") if path.startswith("create/") else ""
+        role = session.state.token_roles.get(role_name) if role_name else None
+        if role_name and role is None:
+            raise InvalidRequestError(f"unknown role {role_name}")
         orphan = path == "create-orphan" or _bool(data, "no_parent", False)
         if orphan and path == "create" and not is_root:
             raise PermissionDeniedError("root or sudo privileges required to create orphan token")
         requested = policy_list(data.get("policies"))
         no_default = _bool(data, "no_default_policy", False)
-        if not requested:
-            requested = [p for p in parent_policies if p != DEFAULT_POLICY or not no_default]
-        if not is_root and not set(requested) - {DEFAULT_POLICY} <= set(parent_policies):
-            raise InvalidRequestError("child policies must be subset of parent")
-        policies = with_default(requested, no_default=no_default)
+        if role is not None:
+            policies = _role_policies(role, requested, no_default)
+            orphan = bool(role["orphan"])
+        else:
+            if not requested:
+                requested = [p for p in parent_policies if p != DEFAULT_POLICY or not no_default]
+            if not is_root and not set(requested) - {DEFAULT_POLICY} <= set(parent_policies):
+                raise InvalidRequestError("child policies must be subset of parent")
+            policies = with_default(requested, no_default=no_default)
         custom = data.get("id") or ""
         if custom and (not is_root or not isinstance(custom, str)):
             raise InvalidRequestError("root or sudo privileges required to specify token id")
@@ -356,6 +413,14 @@ class TokenBackend:
             raise InvalidRequestError("only service tokens are issued by this server")
         ttl, period = _duration(data, "ttl"), _duration(data, "period")
         explicit_max = _duration(data, "explicit_max_ttl")
+        if role is not None:
+            period = period or int(str(role["period"]))
+            role_max = int(str(role["explicit_max_ttl"]))
+            explicit_max = (
+                min(explicit_max, role_max)
+                if explicit_max and role_max
+                else (explicit_max or role_max)
+            )
         if not ttl and not period and not (ROOT_POLICY in policies and is_root):
             ttl = TOKEN_DEFAULT_TTL
         ttl = min(ttl, TOKEN_DEFAULT_TTL) if ttl else ttl
@@ -371,7 +436,7 @@ class TokenBackend:
             explicit_max_ttl=explicit_max,
             period=period,
             num_uses=_int(data, "num_uses"),
-            renewable=_bool(data, "renewable", True),
+            renewable=_bool(data, "renewable", True) and (role is None or bool(role["renewable"])),
             parent="" if orphan or parent is None else parent.id,
             meta={str(k): str(v) for k, v in meta.items()},
             token=custom,
@@ -410,6 +475,20 @@ class TokenBackend:
         else:
             revoke_tree(session, token, "explicit")
         return Response()
+
+
+def _role_policies(role: dict[str, object], requested: list[str], no_default: bool) -> list[str]:
+    """A role's token's policies: those asked for (else the role's allowed ones), each
+    allowed by the role (any, when it allows none in particular) and none disallowed."""
+    allowed = [str(p) for p in role["allowed_policies"]]  # type: ignore[attr-defined]
+    disallowed = {str(p) for p in role["disallowed_policies"]}  # type: ignore[attr-defined]
+    wanted = requested or allowed
+    refused = [
+        p for p in wanted if p in disallowed or (allowed and p not in [*allowed, DEFAULT_POLICY])
+    ]
+    if refused:
+        raise InvalidRequestError(f"token policies ({refused[0]}) must be allowed by the role")
+    return with_default(wanted, no_default=no_default)
 
 
 def _live(state: StoreState, token_id: str) -> Token | None:

@@ -210,6 +210,21 @@ class TokenRevoked(Event):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class TokenRoleWritten(Event):
+    """A token role (``auth/token/roles/NAME``): what tokens created through it get."""
+
+    TYPE: ClassVar[str] = "token.role_written"
+    name: str
+    settings: dict[str, object]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TokenRoleDeleted(Event):
+    TYPE: ClassVar[str] = "token.role_deleted"
+    name: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class PolicyWritten(Event):
     TYPE: ClassVar[str] = "policy.written"
     name: str
@@ -272,6 +287,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         TokenRenewed,
         TokenUsed,
         TokenRevoked,
+        TokenRoleWritten,
+        TokenRoleDeleted,
         PolicyWritten,
         PolicyDeleted,
         RequestDenied,

@@ -91,6 +91,7 @@ def write_snapshot(
             "tokens": [astuple(x) for x in state.tokens.values()],
             "policies": state.policies,
             "policy_seq": state.policy_seq,
+            "token_roles": state.token_roles,
             "audit_devices": [astuple(x) for x in state.audit_devices.values()],
             "sections": places,
         },
@@ -144,6 +145,7 @@ def _read(f: BinaryIO, keyring: Keyring, seq: int, lazy: bool) -> Snapshot:
     state.accessors = {t.accessor: t.id for t in state.tokens.values()}
     state.policies = fields.get("policies", {})
     state.policy_seq = fields.get("policy_seq", 0)
+    state.token_roles = fields.get("token_roles", {})
     state.audit_devices = {row[0]: AuditDevice(*row) for row in fields.get("audit_devices", [])}
     base = len(prefix) + length
     for mount_id, (start, size, count) in fields["sections"].items():

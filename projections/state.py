@@ -31,6 +31,8 @@ from projections.events import (
     TokenCreated,
     TokenRenewed,
     TokenRevoked,
+    TokenRoleDeleted,
+    TokenRoleWritten,
     TokenUsed,
 )
 
@@ -256,6 +258,7 @@ class StoreState:
     audit_devices: dict[str, AuditDevice] = field(default_factory=dict)  # by path
     # The seq of the last policy change: ACLs are cached by it.
     policy_seq: int = 0
+    token_roles: dict[str, dict[str, object]] = field(default_factory=dict)  # by name
 
     def copy(self) -> StoreState:
         return StoreState(
@@ -270,6 +273,7 @@ class StoreState:
             dict(self.policies),
             dict(self.audit_devices),
             self.policy_seq,
+            dict(self.token_roles),
         )
 
     def children(self, token_id: str) -> list[Token]:
@@ -368,6 +372,10 @@ def apply(state: StoreState, event: Event) -> StoreState:
             )
         case TokenCreated() | TokenRenewed() | TokenUsed() | TokenRevoked():
             _apply_token(state, event)
+        case TokenRoleWritten():
+            state.token_roles[event.name] = dict(event.settings)
+        case TokenRoleDeleted():
+            state.token_roles.pop(event.name, None)
         case PolicyWritten():
             state.policies[event.name] = event.rules
             state.policy_seq = event.seq

@@ -230,6 +230,14 @@ class Store:
             self._replay()
         return self.log.head
 
+    @property
+    def head_hint(self) -> int:
+        """The log's hint for the head record: ``log.records(head.seq, hint)`` starts
+        there at once, without reading the records before it."""
+        if self._state is None:
+            self._replay()
+        return self._head_hint
+
     def _create_default_mounts(self) -> None:
         request_id = new_id()
         self.commit(

@@ -109,7 +109,10 @@ def test_a_wrong_token_is_refused_and_nothing_is_written(tmp_path: Path) -> None
         client.env["VAULT_TOKEN"] = "root"
         assert client.run("read", "secret/x").returncode == 1  # not found: never written
         trail = [json.loads(line) for line in client("audit", "-format=json").splitlines()]
-        assert [e["operation"] for e in trail if e["path"] == "secret/x"] == ["secret.read"]
+        assert [e["operation"] for e in trail if e["path"] == "secret/x"] == [
+            "request.denied",
+            "secret.read",
+        ]
 
 
 def test_the_cli_says_in_one_line_when_no_server_answers(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import pytest
 from hvac import exceptions
 
 from backends import Core, Registry, Request
-from backends.auth import TokenAuth
+from backends.auth import WRAPPING_INVALID, TokenAuth
 from backends.errors import PermissionDeniedError
 from projections import Store, replay
 from tests.iam_endpoint import MotoServer
@@ -66,7 +66,6 @@ ENDPOINTS = [
     ("POST", "sys/capabilities-self"),
     ("PUT", "sys/seal"),
     ("POST", "sys/wrapping/wrap"),
-    ("POST", "sys/wrapping/unwrap"),
     ("POST", "auth/token/create"),
     ("POST", "auth/token/create-orphan"),
     ("GET", "auth/token/lookup-self"),
@@ -138,6 +137,9 @@ def refused_everywhere(server: DevServer, token: str) -> None:
     assert len(recorded) == len(ENDPOINTS)
     assert {e["actor"] for e in recorded} == {"anonymous"}  # an invalid token names no one
     assert all(token not in json.dumps(e) for e in recorded if token)
+    # unwrap takes the caller's token as the wrapping token: Vault says that it is not one
+    expected = (400, {"errors": [WRAPPING_INVALID]}) if token else (403, DENIED)
+    assert call(server, "POST", "sys/wrapping/unwrap", token, {}) == expected
 
 
 def test_no_token_and_an_unknown_token_are_refused_everywhere(server: DevServer) -> None:

@@ -31,8 +31,10 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes
 
 from backends import PermissionDeniedError, Request, RequestError, Response
+from backends.errors import AuditFailedError
 from backends.request import Operation
 from backends.sys_leases import wants_sync
+from backends.ttl import parse_duration
 from eventstore import VaultlogError
 from tools.remote import BARE_PATHS
 from tools.seal import Seal
@@ -63,12 +65,23 @@ class HttpError(Exception):
         self.status, self.close = status, close
 
 
+_TOP_LEVEL_READS = frozenset(
+    {"sys/mounts", "sys/key-status", "sys/auth", "sys/policy", "sys/audit"}
+)
+_TOP_LEVEL_WRITES = frozenset(
+    {"sys/remount", "sys/capabilities", "sys/capabilities-self", "sys/capabilities-accessor"}
+)
+
+
 def data_at_top_level(operation: str, path: str) -> bool:
     """Whether Vault copies this answer's data beside the envelope (a compatibility
     leftover of its oldest endpoints)."""
     if operation == "read":
-        return path == "sys/mounts" or path.startswith("sys/mounts/") or path == "sys/key-status"
-    return operation == "write" and (path == "sys/remount" or path.startswith("sys/audit-hash/"))
+        prefixes = ("sys/mounts/", "sys/auth/", "sys/policy/")
+        return path in _TOP_LEVEL_READS or path.startswith(prefixes)
+    return operation == "write" and (
+        path in _TOP_LEVEL_WRITES or path.startswith("sys/audit-hash/")
+    )
 
 
 class Durability:
@@ -210,15 +223,20 @@ class Api:
         if operation == "read" and query.pop("list", "").lower() in _TRUE:
             operation = "list"
         headers = _headers(scope)
-        if headers.get("x-vault-wrap-ttl"):
-            raise HttpError(400, "response wrapping is not supported by this server yet")
+        wrap_ttl = _wrap_ttl(headers)
         has_body = "content-length" in headers or "transfer-encoding" in headers
         body = await self._body(receive, headers) if has_body else {}
         data: dict[str, Any] = body if operation == "write" else query
         if operation == "delete":
             data = {}
         request = Request(
-            operation, path, data, at=at, request_id=_request_id(), token=_token(headers)
+            operation,
+            path,
+            data,
+            at=at,
+            request_id=_request_id(),
+            token=_token(headers),
+            wrap_ttl=wrap_ttl,
         )
         try:
             if path.strip("/") in SEAL_PATHS:
@@ -231,10 +249,13 @@ class Api:
                 response = await loop.run_in_executor(self._workers, core.handle, request)
             else:
                 response, seq = core.serve(request)
-                await self.durability.wait(seq)
+                await self._durable(seq)
         except RequestError as exc:
             if isinstance(exc, PermissionDeniedError) and exc.seq:
-                await self.durability.wait(exc.seq)  # the refusal is recorded first
+                try:
+                    await self._durable(exc.seq)  # the refusal is recorded first
+                except AuditFailedError as failed:
+                    return 500, {"errors": [str(failed)]}, False
             return exc.status, {"errors": [str(exc)]}, False
         except VaultlogError as exc:  # the store failed: its message is one line, no secret
             return 500, {"errors": [str(exc)]}, False
@@ -242,6 +263,13 @@ class Api:
             _log_internal(request, exc)
             return 500, {"errors": ["internal error"]}, False
         return self._answer(request, response, query)
+
+    async def _durable(self, seq: int) -> None:
+        """Wait until ``seq`` is on disk, then until the audit devices have it too."""
+        await self.durability.wait(seq)
+        core = self.seal.core
+        if core is not None:
+            core.audited(seq)
 
     async def _seal_path(self, request: Request, query: dict[str, str]) -> tuple[int, Any, bool]:
         """What the seal answers itself: its status, health, init, unseal and seal. Init
@@ -298,6 +326,8 @@ class Api:
             value = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise HttpError(400, f"failed to decode JSON input: {_first_line(exc)}") from None
+        if value is None:  # `bao write -f` sends ``null``: no data, as Vault takes it
+            return {}
         if not isinstance(value, dict):
             raise HttpError(400, "failed to decode JSON input: the body must be a JSON object")
         return value
@@ -307,6 +337,8 @@ class Api:
     ) -> tuple[int, Any, bool]:
         path, operation = request.path.strip("/"), request.operation
         data = response.data
+        if response.wrap_info is not None:  # Vault's: nothing of the answer but its wrapping
+            return 200, _envelope("", response), False
         if path in BARE_PATHS:
             if data is None:
                 return 404, {"errors": []}, False
@@ -324,17 +356,34 @@ class Api:
         body: dict[str, Any] = {}
         if data is not None and data_at_top_level(operation, path):
             body.update(data)
-        body.update(
-            request_id=request.request_id,
-            lease_id=response.lease_id,
-            renewable=response.renewable,
-            lease_duration=response.lease_duration,
-            data=data,
-            wrap_info=None,
-            warnings=list(response.warnings) or None,
-            auth=response.auth,
-        )
+        # An unwrapped answer keeps the id of the request it answered, as Vault's.
+        body.update(_envelope(response.request_id or request.request_id, response))
         return 200, body, False
+
+
+def _envelope(request_id: str, response: Response) -> dict[str, Any]:
+    """Vault's envelope of an answer."""
+    return {
+        "request_id": request_id,
+        "lease_id": response.lease_id,
+        "renewable": response.renewable,
+        "lease_duration": response.lease_duration,
+        "data": response.data,
+        "wrap_info": response.wrap_info,
+        "warnings": list(response.warnings) or None,
+        "auth": response.auth,
+    }
+
+
+def _wrap_ttl(headers: dict[str, str]) -> int:
+    """Seconds of ``X-Vault-Wrap-TTL`` (0: the answer is not to be wrapped)."""
+    raw = headers.get("x-vault-wrap-ttl", "").strip()
+    if not raw:
+        return 0
+    try:
+        return parse_duration(raw)
+    except RequestError as exc:
+        raise HttpError(400, f"error parsing X-Vault-Wrap-TTL: {exc}") from None
 
 
 def _request_id() -> str:

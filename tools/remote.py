@@ -85,8 +85,10 @@ class HttpTransport:
             context.verify_mode = ssl.CERT_NONE
         return http.client.HTTPSConnection(host, port, timeout=90, context=context)
 
-    def handle(self, request: Request) -> Response:
-        method = _METHODS[request.operation]
+    def handle(self, request: Request, *, method: str = "") -> Response:
+        """Send ``request``; ``method`` overrides the HTTP method of its operation (a
+        write is a PUT unless told POST, as Vault's client posts some calls)."""
+        method = method or _METHODS[request.operation]
         target = "/v1/" + quote(request.path.lstrip("/"), safe="/")
         query: dict[str, str] = {}
         body: bytes | None = None

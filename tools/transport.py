@@ -24,6 +24,7 @@ _READER_PATHS = (
     "sys/mounts",
     "sys/leases",
     "sys/key-status",
+    "sys/audit",
     "sys/vaultlog/",
     "sys/remount/status/",
     "sys/internal/ui/mounts",
