@@ -14,11 +14,11 @@ import re
 import time
 from collections.abc import Callable
 
-from backends.contract import Backends
+from backends.contract import Backend, Backends
 from backends.errors import InvalidRequestError, PermissionDeniedError, RequestError
 from backends.policy import ACL, CAPABILITIES, Policy, parse_policy
 from backends.request import Request
-from projections.state import StoreState, Token
+from projections.state import Mount, StoreState, Token
 from projections.store import Store
 
 UNAUTHENTICATED = frozenset(
@@ -192,32 +192,30 @@ class TokenAuth:
         """Whether a write to ``path`` changes a value that is there (Vault's existence
         check), the token's own where each token has its own; for backends that do not
         store values at their paths, always."""
-        found = state.mounts.route(path)
-        if found is None:
+        found = self._served_by(state, path)
+        if found is None or not found[0].paths.existence_check:
             return True
-        mount, relative = found
-        try:
-            backend = self.backends.get(mount.type)
-        except RequestError:
-            return True
-        if not backend.paths.existence_check:
-            return True
+        backend, mount, relative = found
         if backend.paths.per_token:
             relative = f"{token_id}/{relative}"
         return relative in state.data.get(mount.id, {})
 
     def _login_path(self, state: StoreState, path: str) -> bool:
-        if not path.startswith("auth/"):
-            return False
-        found = state.mounts.route(path)
+        found = self._served_by(state, path) if path.startswith("auth/") else None
         if found is None:
             return False
-        mount, relative = found
+        backend, _, relative = found
+        return relative.startswith(backend.paths.unauthenticated)
+
+    def _served_by(self, state: StoreState, path: str) -> tuple[Backend, Mount, str] | None:
+        """The backend, mount and path inside it that serve ``path``, if any does."""
+        found = state.mounts.route(path)
+        if found is None:
+            return None
         try:
-            backend = self.backends.get(mount.type)
+            return self.backends.get(found[0].type), found[0], found[1]
         except RequestError:
-            return False
-        return any(relative.startswith(prefix) for prefix in backend.paths.unauthenticated)
+            return None
 
 
 def _as(request: Request, actor: str, token_id: str) -> Request:

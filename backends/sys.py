@@ -29,20 +29,20 @@ from backends.errors import (
 )
 from backends.expiration import ExpirationManager
 from backends.moments import parse_time, resolve_at
+from backends.mounting import config_ttl, stage_mount
 from backends.paths import clean_path, mount_point
 from backends.request import Request, Response, who
 from backends.sys_audit import serve_audit
 from backends.sys_auth import AUTH_METHODS, serve_auth
 from backends.sys_leases import serve_leases
 from backends.sys_policy import serve_policies
-from backends.ttl import SYSTEM_DEFAULT_TTL, parse_duration
+from backends.ttl import SYSTEM_DEFAULT_TTL
 from backends.version import CLUSTER_NAME, VAULT_VERSION
 from backends.wrapping import serve_wrapping
 from eventstore import ShreddedError
 from projections import (
     KeyRotated,
     Mount,
-    MountCreated,
     MountMoved,
     MountRemoved,
     SecretRead,
@@ -50,7 +50,6 @@ from projections import (
 )
 from projections.audit import AuditFilter, audit_trail, rfc3339, secret_history
 from projections.events import MountTuned
-from projections.store import new_id
 
 # mount points no one mounts, unmounts or moves (cubbyhole/: a server's, made by init)
 RESERVED = ("sys/", "audit/", "auth/", "cubbyhole/")
@@ -217,25 +216,7 @@ class SysBackend:
         if backend_type in KV_TYPES:
             _kv_version_1(data.get("options"))
         self._conflict(session, path)
-        config = data.get("config") or {}
-        if not isinstance(config, dict):
-            raise InvalidRequestError("config must be an object")
-        default_ttl = _ttl(config.get("default_lease_ttl"), 0)
-        max_ttl = _ttl(config.get("max_lease_ttl"), 0)
-        if default_ttl and max_ttl and default_ttl > max_ttl:
-            raise InvalidRequestError("default lease TTL cannot be greater than max lease TTL")
-        session.stage(
-            MountCreated(
-                **who(session.request),
-                mount_id=new_id(),
-                path=path,
-                backend_type=backend_type,
-                description=str(data.get("description") or ""),
-                default_lease_ttl=default_ttl,
-                max_lease_ttl=max_ttl,
-            )
-        )
-        return Response()
+        return stage_mount(session, path, backend_type)
 
     def unmount(self, session: Session, raw_path: str) -> Response:
         """Vault's: unmounting a path where nothing is mounted succeeds, doing nothing."""
@@ -319,8 +300,8 @@ class SysBackend:
         data = session.request.data
         if mount.type in KV_TYPES:
             _kv_version_1(data.get("options"))
-        default_ttl = _ttl(data.get("default_lease_ttl"), mount.default_lease_ttl)
-        max_ttl = _ttl(data.get("max_lease_ttl"), mount.max_lease_ttl)
+        default_ttl = config_ttl(data.get("default_lease_ttl"), mount.default_lease_ttl)
+        max_ttl = config_ttl(data.get("max_lease_ttl"), mount.max_lease_ttl)
         if default_ttl and max_ttl and max_ttl < default_ttl:
             raise InvalidRequestError(
                 f"backend max lease TTL of {max_ttl} would be less than backend default "
@@ -534,12 +515,3 @@ def _kv_version_1(options: object) -> None:
         raise InvalidRequestError(
             f"KV version {version} is not supported: vaultlog serves KV version 1 only"
         )
-
-
-def _ttl(value: object, current: int) -> int:
-    """A TTL of a mount's config: absent or empty keeps ``current``; ``system`` is 0."""
-    if value is None or value == "":
-        return current
-    if value == "system":
-        return 0
-    return parse_duration(value)

@@ -18,13 +18,12 @@ from typing import Any
 from backends.contract import Session
 from backends.errors import ConflictError, InvalidRequestError
 from backends.expiration import ExpirationManager
+from backends.mounting import stage_mount
 from backends.paths import mount_point
 from backends.request import Request, Response, who
 from backends.token import TOKEN_DEFAULT_TTL, revoke_tree
-from backends.ttl import parse_duration
 from backends.version import VAULT_VERSION
-from projections import Mount, MountCreated, MountRemoved, StoreState
-from projections.store import new_id
+from projections import Mount, MountRemoved, StoreState
 
 AUTH = "auth/"
 TOKEN_MOUNT = "auth/token/"
@@ -86,25 +85,7 @@ def enable(session: Session, path: str) -> Response:
     if method not in AUTH_METHODS:
         raise InvalidRequestError(f"plugin not found in the catalog: {method}")
     session.backend(method)
-    config = data.get("config") or {}
-    if not isinstance(config, dict):
-        raise InvalidRequestError("config must be an object")
-    default_ttl = _ttl(config.get("default_lease_ttl"))
-    max_ttl = _ttl(config.get("max_lease_ttl"))
-    if default_ttl and max_ttl and default_ttl > max_ttl:
-        raise InvalidRequestError("default lease TTL cannot be greater than max lease TTL")
-    session.stage(
-        MountCreated(
-            **who(session.request),
-            mount_id=new_id(),
-            path=path,
-            backend_type=method,
-            description=str(data.get("description") or ""),
-            default_lease_ttl=default_ttl,
-            max_lease_ttl=max_ttl,
-        )
-    )
-    return Response()
+    return stage_mount(session, path, method)
 
 
 def disable(session: Session, path: str) -> Response:
@@ -171,9 +152,3 @@ def _token_mount(session: Session) -> Mount:
     """The token store as a mount, with an id derived from the store's (stable for it)."""
     derived = uuid.uuid5(_UUIDS, session.store.keyring.store_id).hex
     return Mount(derived, TOKEN_MOUNT, "token", "token based credentials")
-
-
-def _ttl(value: object) -> int:
-    if value is None or value == "" or value == "system":
-        return 0
-    return parse_duration(value)
