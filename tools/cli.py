@@ -13,8 +13,9 @@ from typing import Annotated
 import typer
 
 from eventstore.errors import VaultlogError
-from tools import commands
+from tools import auth_commands, commands, seal_commands
 from tools.client import CommandFailed, call, parse_data
+from tools.go_cli import GoCommand
 from tools.output import columns, escape, rfc3339, secret_json, secret_table, text
 
 app = typer.Typer(
@@ -26,6 +27,7 @@ app = typer.Typer(
 )
 
 commands.register(app)
+auth_commands.register(app)
 
 # Vault's flags are single-dash (-path=x); they are rewritten to --path=x before parsing.
 _SINGLE_DASH = re.compile(r"^-([a-z][a-z-]+)(=.*)?$", re.DOTALL)
@@ -42,11 +44,23 @@ def vault_style_flags(args: list[str]) -> list[str]:
     return out
 
 
-@app.command()
-def init() -> None:
-    """Create the store explicitly and print where its data and unseal key live."""
-    if os.environ.get("VAULT_ADDR"):  # a server's store was created when it first started
-        raise CommandFailed("Error initializing: Vault is already initialized", 2)
+@app.command(cls=GoCommand)
+def init(
+    key_shares: Annotated[str | None, typer.Option(help="A server's key shares (5).")] = None,
+    key_threshold: Annotated[str | None, typer.Option(help="Shares to unseal it (3).")] = None,
+    format: Annotated[str, typer.Option(help="table or json (a server's).")] = "table",
+) -> None:
+    """Create the store explicitly and print where its data and unseal key live; with
+    VAULT_ADDR, initialize that server instead, as ``operator init`` does."""
+    if os.environ.get("VAULT_ADDR"):
+        seal_commands.server_init(key_shares or "5", key_threshold or "3", format, status=False)
+        return
+    if key_shares is not None or key_threshold is not None:
+        raise CommandFailed(
+            "Error: -key-shares and -key-threshold initialize a server (set VAULT_ADDR); "
+            "the embedded store has one key, in a file",
+            1,
+        )
     from eventstore.keyring import KEYRING_FILE
     from tools.config import locate_store
 
@@ -226,15 +240,26 @@ def audit(
     since: Annotated[str, typer.Option(help="From this RFC 3339 time or age (2h).")] = "",
     until: Annotated[str, typer.Option(help="Up to this RFC 3339 time or age.")] = "",
     path: Annotated[str, typer.Option(help="Only paths under this prefix.")] = "",
-    actor: Annotated[str, typer.Option(help="Only this actor (user@host).")] = "",
+    actor: Annotated[
+        str, typer.Option(help="Only this actor: user@host, a token's display name or accessor.")
+    ] = "",
     type: Annotated[str, typer.Option(help="Only this event type or family.")] = "",
     format: Annotated[str, typer.Option(help="table or json (JSON lines).")] = "table",
+    who_could_read: Annotated[
+        str, typer.Option(metavar="PATH", help="Instead: the tokens that could read PATH.")
+    ] = "",
+    at: Annotated[str, typer.Option(help="With -who-could-read: at this SEQ or TIME.")] = "",
 ) -> None:
     """Who did what, where and when: seq, time, actor, operation, path, mount, lease."""
     if ctx.invoked_subcommand is not None:
         return
     if format not in ("table", "json"):
         raise CommandFailed(f"Invalid output format: {format}", 1)
+    if who_could_read:
+        _who_could_read(who_could_read, at, format)
+        return
+    if at:
+        raise CommandFailed("Error: -at goes with -who-could-read (the trail takes -since)", 1)
     data = {"since": since, "until": until, "path": path, "actor": actor, "type": type}
     response = call("read", "sys/vaultlog/audit", data, error_prefix="Error")
     entries = (response.data or {})["entries"]
@@ -248,6 +273,91 @@ def audit(
         row = (str(e["seq"]), rfc3339(e["time"]), e["actor"], e["operation"], e["path"])
         rows.append((*row, e["mount"], e["lease_id"], detail))
     print(columns(rows))
+
+
+def _who_could_read(path: str, at: str, format: str) -> None:
+    """The tokens live then whose policies then granted read on ``path``, and whether
+    each had read it by then."""
+    data = {"path": path}
+    answer = call("read", "sys/vaultlog/who-could-read", data, at=at, error_prefix="Error").data
+    answer = answer or {}
+    if format == "json":
+        print(json.dumps(answer, indent=2, sort_keys=True))
+        return
+    tokens = answer["tokens"]
+    print(f"Tokens that could read {escape(path)} at seq {answer['seq']} ({answer['time']}):")
+    if not tokens:
+        print("none")
+        return
+    rows = [("Accessor", "Display Name", "Policies", "Read It")]
+    for token in tokens:
+        policies, read_it = ",".join(token["policies"]), "yes" if token["did_read"] else "no"
+        rows.append((token["accessor"], token["display_name"], policies, read_it))
+    print(columns(rows))
+
+
+@audit_app.command("enable")
+def audit_enable(
+    device_type: Annotated[str, typer.Argument(metavar="TYPE")],
+    options: Annotated[list[str] | None, typer.Argument(metavar="[K=V]...")] = None,
+    path: Annotated[str, typer.Option(help="Where to enable it (default: the type).")] = "",
+    description: Annotated[str, typer.Option(help="Human-friendly description.")] = "",
+    since: Annotated[
+        str, typer.Option(help="Back-fill from this SEQ, time or age (default: from now).")
+    ] = "",
+) -> None:
+    """Enable an audit device: file file_path=PATH writes one JSON line per event."""
+    config = parse_data(options or [])
+    if since:
+        config["since"] = since
+    where = f"{(path or device_type).strip('/')}/"
+    data = {"type": device_type, "description": description, "options": config}
+    commands.call(
+        "write",
+        f"sys/audit/{where}",
+        data,
+        error_prefix="Error enabling audit device",
+        exit_code=2,
+    )
+    print(f"Success! Enabled the {device_type} audit device at: {where}")
+
+
+@audit_app.command("list")
+def audit_list(
+    detailed: Annotated[bool, typer.Option(help="With replication and options.")] = False,
+    format: Annotated[str, typer.Option(help="table or json.")] = "table",
+) -> None:
+    """List the enabled audit devices."""
+    if format not in ("table", "json"):
+        raise CommandFailed(f"Invalid output format: {format}", 1)
+    listed = commands.call("read", "sys/audit", error_prefix="Error listing audits", exit_code=2)
+    devices = listed.data or {}
+    if format == "json":
+        print(commands.go_json(devices))
+        return
+    if not devices:
+        print("No audit devices are enabled.")
+        return
+    rows = [["Path", "Type", "Description"] + (["Replication", "Options"] if detailed else [])]
+    for where in sorted(devices):
+        device = devices[where]
+        row = [where, device["type"], device["description"]]
+        if detailed:
+            options = sorted((device.get("options") or {}).items())
+            replication = "local" if device.get("local") else "replicated"
+            row += [replication, " ".join(f"{k}={v}" for k, v in options)]
+        rows.append(row)
+    print(commands.columns(rows))
+
+
+@audit_app.command("disable")
+def audit_disable(path: str) -> None:
+    """Disable an audit device (its file stays as it is)."""
+    where = f"{path.strip('/')}/"
+    commands.call(
+        "delete", f"sys/audit/{where}", error_prefix="Error disabling audit device", exit_code=2
+    )
+    print(f"Success! Disabled audit device (if it was enabled) at: {where}")
 
 
 @audit_app.command("verify")

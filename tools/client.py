@@ -74,13 +74,21 @@ def call(
     error_prefix: str,
     exit_code: int = 1,
     vault_errors: bool = False,
+    method: str = "",
+    print_warnings: bool = True,
 ) -> Response:
-    """Send one request, turning a request error into one line; warnings go to stderr.
-    With ``vault_errors``, a server's refusal is told as Vault's CLI tells it ("Error
-    making API request", the URL, the code, each error), as today's commands do."""
+    """Send one request, turning a request error into one line; warnings go to stderr
+    (unless the caller prints them itself). With ``vault_errors``, a server's refusal is
+    told as Vault's CLI tells it ("Error making API request", the URL, the code, each
+    error), as today's commands do. ``method``: the HTTP method Vault's client uses for
+    this call where it is not the operation's usual one (POST for a token create)."""
     request = Request(operation, path, data or {}, at=at)
+    sender = transport()
     try:
-        response = transport().handle(request)
+        if method and isinstance(sender, HttpTransport):
+            response = sender.handle(request, method=method)
+        else:
+            response = sender.handle(request)
     except (RequestError, VaultlogError) as exc:
         refusal = api_error(exc)
         if vault_errors and refusal is not None:
@@ -88,7 +96,7 @@ def call(
         if not isinstance(exc, RequestError):
             raise
         raise CommandFailed(f"{error_prefix}: {exc}", exit_code) from None
-    for warning in response.warnings:
+    for warning in response.warnings if print_warnings else ():
         print(f"Warning: {warning}", file=sys.stderr)
     return response if response.request_id else replace(response, request_id=request.request_id)
 

@@ -26,7 +26,10 @@ from tools.output import escape
 secrets_app = typer.Typer(no_args_is_help=True, help="Enable, list, tune, move, disable engines.")
 kv_app = typer.Typer(no_args_is_help=True, help="Key/value secrets (KV version 1).")
 lease_app = typer.Typer(no_args_is_help=True, help="Look up, renew and revoke leases.")
-operator_app = typer.Typer(no_args_is_help=True, help="The barrier key: rotate, key-status.")
+operator_app = typer.Typer(
+    no_args_is_help=True,
+    help="The seal and the barrier key: init, unseal, seal, rotate, key-status.",
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -524,29 +527,41 @@ def status(format: Format = "table") -> None:
     """The store's seal status; exit code 0 when unsealed (as it always is), 2 sealed."""
     _check_format(format)
     seal = call("read", "sys/seal-status", error_prefix="Error checking seal status").data or {}
+    print(seal_status_text(seal, format))
+    if seal.get("sealed"):
+        raise typer.Exit(2)
+
+
+def seal_status_text(seal: dict[str, Any], format: str) -> str:
+    """A seal status as Vault prints it (``status``, ``operator unseal``): a table, or the
+    JSON of Go's ``SealStatusOutput`` struct, fields in its order; asks ``sys/leader``."""
     leader = call("read", "sys/leader", error_prefix="Error checking leader status").data or {}
     ha_enabled = bool(leader.get("ha_enabled"))
     if format == "json":
-        print(go_json({**seal, "ha_enabled": ha_enabled}))
-    else:
-        rows = [
-            ("Key", "Value"),
-            ("Seal Type", seal.get("type", "")),
-            ("Initialized", go_text(seal.get("initialized"))),
-            ("Sealed", go_text(seal.get("sealed"))),
-            ("Total Shares", go_text(seal.get("n"))),
-            ("Threshold", go_text(seal.get("t"))),
-        ]
-        if seal.get("sealed"):
-            progress = f"{seal.get('progress', 0)}/{seal.get('t', 0)}"
-            rows += [("Unseal Progress", progress), ("Unseal Nonce", seal.get("nonce", ""))]
-        rows.append(("Version", seal.get("version", "")))
-        if seal.get("commit_date"):
-            rows.append(("Commit Date", seal["commit_date"]))
-        rows.append(("Storage Type", seal.get("storage_type", "")))
-        if seal.get("cluster_name") and seal.get("cluster_id"):
-            rows += [("Cluster Name", seal["cluster_name"]), ("Cluster ID", seal["cluster_id"])]
-        rows.append(("HA Enabled", go_text(ha_enabled)))
-        print(columns(rows))
+        keys = ("type", "initialized", "sealed", "t", "n", "progress", "nonce", "version")
+        out = {key: seal.get(key) for key in keys}
+        out.update(commit_date=seal.get("commit_date", ""), migration=bool(seal.get("migration")))
+        out.update({key: seal[key] for key in ("cluster_name", "cluster_id") if seal.get(key)})
+        out["recovery_seal"] = bool(seal.get("recovery_seal"))
+        out.update({key: seal[key] for key in ("storage_type", "warnings") if seal.get(key)})
+        out.update(build_date=seal.get("build_date", ""), ha_enabled=ha_enabled)
+        return go_json(out)
+    rows = [
+        ("Key", "Value"),
+        ("Seal Type", seal.get("type", "")),
+        ("Initialized", go_text(seal.get("initialized"))),
+        ("Sealed", go_text(seal.get("sealed"))),
+        ("Total Shares", go_text(seal.get("n"))),
+        ("Threshold", go_text(seal.get("t"))),
+    ]
     if seal.get("sealed"):
-        raise typer.Exit(2)
+        progress = f"{seal.get('progress', 0)}/{seal.get('t', 0)}"
+        rows += [("Unseal Progress", progress), ("Unseal Nonce", seal.get("nonce", ""))]
+    rows.append(("Version", seal.get("version", "")))
+    if seal.get("commit_date"):
+        rows.append(("Commit Date", seal["commit_date"]))
+    rows.append(("Storage Type", seal.get("storage_type", "")))
+    if seal.get("cluster_name") and seal.get("cluster_id"):
+        rows += [("Cluster Name", seal["cluster_name"]), ("Cluster ID", seal["cluster_id"])]
+    rows.append(("HA Enabled", go_text(ha_enabled)))
+    return columns(rows)
