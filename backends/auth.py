@@ -63,6 +63,7 @@ path "cubbyhole" { capabilities = ["list"] }
 path "sys/wrapping/wrap" { capabilities = ["update"] }
 path "sys/wrapping/lookup" { capabilities = ["update"] }
 path "sys/wrapping/unwrap" { capabilities = ["update"] }
+path "sys/internal/ui/mounts/*" { capabilities = ["read"] }
 path "sys/tools/hash" { capabilities = ["update"] }
 path "sys/tools/hash/*" { capabilities = ["update"] }
 """

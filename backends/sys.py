@@ -19,6 +19,7 @@ import uuid
 from dataclasses import replace
 from typing import Any, ClassVar
 
+from backends.auth import ROOT_POLICY, Authorizer
 from backends.contract import MountView, PathRules, Session, WriterNeeded
 from backends.errors import (
     ConflictError,
@@ -126,7 +127,7 @@ class SysBackend:
         if path == "internal/ui/mounts" and op == "read":
             return self.ui_mounts(session.state)
         if path.startswith("internal/ui/mounts/") and op == "read":
-            return self.ui_mount(session.state, request.path.removeprefix("internal/ui/mounts/"))
+            return self.ui_mount(session, request.path.removeprefix("internal/ui/mounts/"))
         if path in _STATUS_PATHS:
             return self._status(session, path, op)
         if path == "leases" or path.startswith(("leases/", "renew", "revoke")):
@@ -330,11 +331,18 @@ class SysBackend:
     def ui_mounts(self, state: StoreState) -> Response:
         return Response(data={"auth": {}, "secret": self.list_mounts(state).data})
 
-    def ui_mount(self, state: StoreState, raw_path: str) -> Response:
-        """The mount serving a path, as the preflight of Vault's ``kv`` commands asks."""
-        path = clean_path(raw_path)
+    def ui_mount(self, session: Session, raw_path: str) -> Response:
+        """The mount serving a path, as the preflight of Vault's ``kv`` commands asks: only
+        to a caller whose policies grant something there (the default policy lets every
+        token ask)."""
+        path, state = clean_path(raw_path), session.state
         found = state.mounts.route(path)
-        if found is None:
+        token = state.tokens.get(session.request.token_id)
+        if found is None or (
+            token is not None
+            and ROOT_POLICY not in token.policies
+            and not Authorizer().capabilities(state, token, path)
+        ):
             shown = path if path.endswith("/") else f"{path}/"
             raise PermissionDeniedError(
                 "preflight capability check returned 403, please ensure client's policies "

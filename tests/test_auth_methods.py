@@ -455,3 +455,19 @@ def test_passwords_and_secret_ids_never_reach_the_disk_or_the_log(
 def forms(secret: str) -> list[bytes]:
     raw = secret.encode()
     return [raw, raw.hex().encode(), base64.b64encode(raw), base64.b64encode(raw).rstrip(b"=")]
+
+
+def test_bao_kv_works_for_a_token_its_policy_allows(
+    server: DevServer, root: hvac.Client, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """`bao kv` asks sys/internal/ui/mounts/PATH first: any token may ask (the default
+    policy), and is told only where its policies grant something."""
+    root.sys.create_or_update_acl_policy("kv-reader", APP_READER)
+    root.secrets.kv.v1.create_or_update_secret("app/cfg", {"k": "v"}, mount_point="secret")
+    token = root.auth.token.create(policies=["kv-reader"])["auth"]["client_token"]
+    bao = bao_client(server, tmp_path_factory.mktemp("bao-kv"))
+    bao.token = token
+    assert "k      v" in bao("kv", "get", "secret/app/cfg")
+    refused = bao.run("kv", "get", "secret/other")
+    assert refused.returncode == 2
+    assert "preflight capability check returned 403" in refused.stderr
