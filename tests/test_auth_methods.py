@@ -18,7 +18,15 @@ import hvac
 import pytest
 from hvac import exceptions
 
-from tests.servers import DevServer, bao_client, config_server, root_token, running
+from tests.conftest import vault_executable
+from tests.servers import (
+    DevServer,
+    ServerCLI,
+    bao_client,
+    config_server,
+    root_token,
+    running,
+)
 
 ACL_DENIED = "1 error occurred:\n\t* permission denied\n\n"
 APP_READER = 'path "secret/app/*" {\n  capabilities = ["read"]\n}\n'
@@ -471,3 +479,15 @@ def test_bao_kv_works_for_a_token_its_policy_allows(
     refused = bao.run("kv", "get", "secret/other")
     assert refused.returncode == 2
     assert "preflight capability check returned 403" in refused.stderr
+
+    # A policy's refusal, as bao prints it (Go's multierror text) and as the seed's
+    # commands print it (one line).
+    vault = ServerCLI(vault_executable(), server, bao.home, token)
+    theirs, ours = (cli.run("kv", "put", "secret/app/cfg", "k=x") for cli in (bao, vault))
+    assert (ours.returncode, ours.stderr) == (theirs.returncode, theirs.stderr)
+    assert "* 1 error occurred:\n\t* permission denied\n" in ours.stderr
+    seed = vault.run("write", "secret/app/cfg", "k=x")
+    assert (seed.returncode, seed.stderr) == (
+        1,
+        "Error writing data to secret/app/cfg: permission denied\n",
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -95,14 +96,32 @@ def call(
             raise CommandFailed(_api_message(error_prefix, refusal), 2, escaped=True) from None
         if not isinstance(exc, RequestError):
             raise
-        raise CommandFailed(f"{error_prefix}: {exc}", exit_code) from None
+        raise CommandFailed(f"{error_prefix}: {_one_line(str(exc))}", exit_code) from None
     for warning in response.warnings if print_warnings else ():
         print(f"Warning: {warning}", file=sys.stderr)
     return response if response.request_id else replace(response, request_id=request.request_id)
 
 
+_MULTIERROR = re.compile(r"\d+ errors? occurred:\n((?:\t\* [^\x00-\x1f\x7f]*\n)+)\n")
+
+
+def _one_line(message: str) -> str:
+    """Go's multierror text (``1 error occurred:\\n\\t* x\\n\\n``, which Vault sends for a
+    policy's refusal) as its errors, joined: ``x``."""
+    found = _MULTIERROR.fullmatch(message)
+    if found is None:
+        return message
+    return "; ".join(line.removeprefix("\t* ") for line in found.group(1).splitlines())
+
+
+def _error_text(error: str) -> str:
+    """An error as Vault's CLI prints it: Go's multierror format kept as it is (its
+    lines are the format's, with nothing in them that could forge a line), else escaped."""
+    return error if _MULTIERROR.fullmatch(error) else escape(error)
+
+
 def _api_message(prefix: str, refusal: ApiError) -> str:
-    errors = "\n".join(f"* {escape(error)}" for error in refusal.errors)
+    errors = "\n".join(f"* {_error_text(error)}" for error in refusal.errors)
     return (
         f"{escape(prefix)}: Error making API request.\n\n"
         f"URL: {refusal.method} {escape(refusal.url)}\n"
