@@ -22,6 +22,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -105,16 +106,28 @@ class DevServer:
         self.stop()
         raise RuntimeError(f"{self.name} server not ready after {timeout}s ({last}):\n{self.log()}")
 
-    def call(self, method: str, path: str, body: object = None, token: str = "") -> object:
-        """One JSON request to the server; the decoded answer (None for an empty one)."""
+    def request(
+        self, method: str, path: str, body: object = None, token: str = ""
+    ) -> tuple[int, Any]:
+        """One JSON request to the server: the status and the decoded answer (None for an
+        empty one), refusals included."""
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(f"{self.addr}/v1/{path}", data=data, method=method)
+        sent = urllib.request.Request(f"{self.addr}/v1/{path}", data=data, method=method)
         if token:
-            request.add_header("X-Vault-Token", token)
+            sent.add_header("X-Vault-Token", token)
         context = ssl.create_default_context(cafile=self.cafile) if self.scheme == "https" else None
-        with urllib.request.urlopen(request, timeout=30, context=context) as reply:
-            raw = reply.read()
-        return json.loads(raw) if raw.strip() else None
+        try:
+            with urllib.request.urlopen(sent, timeout=30, context=context) as reply:
+                status, raw = reply.status, reply.read()
+        except urllib.error.HTTPError as error:
+            status, raw = error.code, error.read()
+        return status, json.loads(raw) if raw.strip() else None
+
+    def call(self, method: str, path: str, body: object = None, token: str = "") -> Any:
+        """The answer of a request that must succeed."""
+        status, answer = self.request(method, path, body, token)
+        assert status < 400, (method, path, status, answer)
+        return answer
 
     def init_and_unseal(self, init: bool) -> None:
         """``sys/init`` with one share (when ``init``), then ``sys/unseal`` with it."""

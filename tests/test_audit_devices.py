@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,16 +36,7 @@ def api(
     server: DevServer, method: str, path: str, body: object = None, token: str = ""
 ) -> tuple[int, Any]:
     """One request to the server: its status and decoded body, errors included."""
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(f"{server.addr}/v1/{path}", data=data, method=method)
-    if token:
-        request.add_header("X-Vault-Token", token)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as reply:
-            status, raw = reply.status, reply.read()
-    except urllib.error.HTTPError as error:
-        status, raw = error.code, error.read()
-    return status, json.loads(raw) if raw.strip() else None
+    return server.request(method, path, body, token)
 
 
 def entries(path: Path) -> list[dict[str, Any]]:

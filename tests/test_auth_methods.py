@@ -9,8 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -47,17 +45,7 @@ def call(
     server: DevServer, method: str, path: str, body: object = None, token: str | None = None
 ) -> tuple[int, Any]:
     """One request, root's unless another token (or "" for none) is given: status, JSON."""
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(f"{server.addr}/v1/{path}", data=data, method=method)
-    token = root_token(server) if token is None else token
-    if token:
-        request.add_header("X-Vault-Token", token)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as reply:
-            status, raw = reply.status, reply.read()
-    except urllib.error.HTTPError as error:
-        status, raw = error.code, error.read()
-    return status, json.loads(raw) if raw.strip() else None
+    return server.request(method, path, body, root_token(server) if token is None else token)
 
 
 def marker(kind: str) -> str:

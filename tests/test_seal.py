@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import base64
 import itertools
-import json
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,16 +33,7 @@ DATA_PATHS = [
 def request(
     server: DevServer, method: str, path: str, body: Any = None, token: str = ""
 ) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    sent = urllib.request.Request(f"{server.addr}/v1/{path}", data=data, method=method)
-    if token:
-        sent.add_header("X-Vault-Token", token)
-    try:
-        with urllib.request.urlopen(sent, timeout=30) as answer:
-            raw, status = answer.read(), answer.status
-    except urllib.error.HTTPError as error:
-        raw, status = error.read(), error.code
-    return status, json.loads(raw) if raw.strip() else None
+    return server.request(method, path, body, token)
 
 
 def unseal(server: DevServer, key: str) -> dict[str, Any]:

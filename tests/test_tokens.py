@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -93,18 +91,10 @@ POLICY = {
 def call(
     server: DevServer, method: str, path: str, token: str = "", body: Any = None
 ) -> tuple[int, Any]:
-    data = json.dumps(body if body is not None else {"value": "x"}).encode()
-    if method in ("GET", "LIST", "DELETE"):
-        data = None
-    sent = urllib.request.Request(f"{server.addr}/v1/{path}", data=data, method=method)
-    if token:
-        sent.add_header("X-Vault-Token", token)
-    try:
-        with urllib.request.urlopen(sent, timeout=30) as answer:
-            raw, status = answer.read(), answer.status
-    except urllib.error.HTTPError as error:
-        raw, status = error.read(), error.code
-    return status, json.loads(raw) if raw.strip() else None
+    """A write sends ``{"value": "x"}`` unless given a body."""
+    if method not in ("GET", "LIST", "DELETE") and body is None:
+        body = {"value": "x"}
+    return server.request(method, path, body, token)
 
 
 def create(server: DevServer, token: str = "root", **body: Any) -> str:
