@@ -227,8 +227,8 @@ def expire_tokens(session: Session) -> None:
                 continue
 
 
-def _bool(data: dict[str, Any], name: str, default: bool) -> bool:
-    value = data.get(name, default)
+def flag(name: str, value: object) -> bool:
+    """A boolean as Vault takes one: true/false, or their usual spellings."""
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
@@ -236,7 +236,11 @@ def _bool(data: dict[str, Any], name: str, default: bool) -> bool:
         return True
     if text in ("false", "0", "f", "no", ""):
         return False
-    raise InvalidRequestError(f"{name} must be a boolean, not {str(value)[:20]!r}")
+    raise InvalidRequestError(f"{name} must be a boolean")
+
+
+def _bool(data: dict[str, Any], name: str, default: bool) -> bool:
+    return flag(name, data.get(name, default))
 
 
 def _int(data: dict[str, Any], name: str) -> int:

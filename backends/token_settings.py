@@ -13,7 +13,14 @@ from typing import Any
 
 from backends.contract import MountView
 from backends.errors import InvalidRequestError
-from backends.token import TOKEN_DEFAULT_TTL, display_name, issue, policy_list, with_default
+from backends.token import (
+    TOKEN_DEFAULT_TTL,
+    display_name,
+    flag,
+    issue,
+    policy_list,
+    with_default,
+)
 from backends.ttl import parse_duration
 
 # Vault's names for each setting, today's first, then the older one.
@@ -138,15 +145,3 @@ def _parsed(setting: str, name: str, value: object) -> Any:
             raise InvalidRequestError(f"{name} cannot be negative")
         return number
     return parse_duration(value if value not in (None, "") else 0)
-
-
-def flag(name: str, value: object) -> bool:
-    """A boolean as Vault takes one: true/false, or their usual spellings."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "t", "yes"):
-        return True
-    if text in ("false", "0", "f", "no", ""):
-        return False
-    raise InvalidRequestError(f"{name} must be a boolean")
