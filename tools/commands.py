@@ -100,7 +100,20 @@ def data_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def go_quote(text: str) -> str:
+    """Go's ``%q`` of a string."""
+    quoted = text.replace("\\", "\\\\").replace('"', '\\"')
+    for char, escaped in (("\n", "\\n"), ("\t", "\\t"), ("\r", "\\r")):
+        quoted = quoted.replace(char, escaped)
+    return f'"{quoted}"'
+
+
+def go_quote_list(items: list[str] | None) -> str:
+    return "[" + " ".join(go_quote(str(item)) for item in items or []) + "]"
+
+
 def secret_table(response: Response) -> str:
+    """Vault's table of a secret: its lease, its ``auth`` (the token), then its data."""
     rows: list[tuple[str, str]] = [("Key", "Value")]
     if response.lease_duration > 0:
         duration = human_duration(response.lease_duration)
@@ -109,6 +122,20 @@ def secret_table(response: Response) -> str:
             rows.append(("lease_renewable", go_text(response.renewable)))
         else:
             rows.append(("refresh_interval", duration))
+    auth = response.auth
+    if auth is not None:
+        seconds = int(auth.get("lease_duration") or 0)
+        rows += [
+            ("token", str(auth.get("client_token") or "")),
+            ("token_accessor", str(auth.get("accessor") or "")),
+            ("token_duration", human_duration(seconds) if seconds else "∞"),
+            ("token_renewable", go_text(bool(auth.get("renewable")))),
+            ("token_policies", go_quote_list(auth.get("token_policies"))),
+            ("identity_policies", go_quote_list(auth.get("identity_policies"))),
+            ("policies", go_quote_list(auth.get("policies"))),
+        ]
+        meta = auth.get("metadata") or {}
+        rows += [(f"token_meta_{key}", go_text(meta[key])) for key in sorted(meta)]
     rows += data_rows(response.data or {})
     return columns(rows) if len(rows) > 1 else ""
 

@@ -21,10 +21,15 @@ import typer
 from typer._click.exceptions import BadOptionUsage, NoSuchOption
 
 from backends import InvalidRequestError, Response
-from backends.ttl import human_duration, parse_duration
+from backends.ttl import parse_duration
 from tools import client
 from tools.client import CommandFailed
-from tools.commands import columns, data_rows, go_json, go_text
+from tools.commands import (
+    go_json,
+    go_quote,
+    go_text,
+    secret_table,
+)
 from tools.output import escape
 
 # A refusal is Vault's "Error making API request" (exit 2); warnings are printed here.
@@ -177,18 +182,6 @@ def check_format(format: str) -> None:
 # ---- how Vault prints a secret with auth -----------------------------------------------
 
 
-def go_quote(text: str) -> str:
-    """Go's ``%q`` of a string."""
-    quoted = text.replace("\\", "\\\\").replace('"', '\\"')
-    for char, escaped in (("\n", "\\n"), ("\t", "\\t"), ("\r", "\\r")):
-        quoted = quoted.replace(char, escaped)
-    return f'"{quoted}"'
-
-
-def go_quote_list(items: list[str] | None) -> str:
-    return "[" + " ".join(go_quote(str(item)) for item in items or []) + "]"
-
-
 def go_wrap(text: str, pad: int = 0) -> str:
     """Vault's ``wrapAtLength``: words wrapped at 78 columns (less ``pad``), never split."""
     lines = textwrap.wrap(text, width=78 - pad, break_long_words=False, break_on_hyphens=False)
@@ -233,34 +226,6 @@ def secret_json(response: Response) -> str:
     if response.auth is not None:
         body["auth"] = _auth_struct(response.auth)
     return go_json(body)
-
-
-def secret_table(response: Response) -> str:
-    """Vault's table of a secret: its lease, its ``auth`` (the token), then its data."""
-    rows: list[tuple[str, str]] = [("Key", "Value")]
-    if response.lease_duration > 0:
-        duration = human_duration(response.lease_duration)
-        if response.lease_id:
-            rows += [("lease_id", response.lease_id), ("lease_duration", duration)]
-            rows.append(("lease_renewable", go_text(response.renewable)))
-        else:
-            rows.append(("refresh_interval", duration))
-    auth = response.auth
-    if auth is not None:
-        seconds = int(auth.get("lease_duration") or 0)
-        rows += [
-            ("token", str(auth.get("client_token") or "")),
-            ("token_accessor", str(auth.get("accessor") or "")),
-            ("token_duration", human_duration(seconds) if seconds else "∞"),
-            ("token_renewable", go_text(bool(auth.get("renewable")))),
-            ("token_policies", go_quote_list(auth.get("token_policies"))),
-            ("identity_policies", go_quote_list(auth.get("identity_policies"))),
-            ("policies", go_quote_list(auth.get("policies"))),
-        ]
-        meta = auth.get("metadata") or {}
-        rows += [(f"token_meta_{key}", go_text(meta[key])) for key in sorted(meta)]
-    rows += data_rows(response.data or {})
-    return columns(rows) if len(rows) > 1 else ""
 
 
 def print_warnings(response: Response) -> None:
