@@ -14,6 +14,7 @@ if _typing.TYPE_CHECKING:
         ShreddedError,
         StoreError,
         StoreLockedError,
+        UnavailableError,
         UnsealError,
         VaultlogError,
     )
@@ -21,6 +22,7 @@ if _typing.TYPE_CHECKING:
     from eventstore.keyring import Keyring, decode_unseal_key, encode_unseal_key
     from eventstore.log import FileLog
     from eventstore.memory import MemoryLog, MemoryStorage
+    from eventstore.postgres import PostgresLog, PostgresStorage
     from eventstore.record import NO_HINT, Frame, Head, Record
 
 _WHERE = {
@@ -36,6 +38,8 @@ _WHERE = {
     "MemoryStorage": "eventstore.memory",
     "MissingRecordError": "eventstore.errors",
     "NO_HINT": "eventstore.record",
+    "PostgresLog": "eventstore.postgres",
+    "PostgresStorage": "eventstore.postgres",
     "ReadOnlyError": "eventstore.errors",
     "Record": "eventstore.record",
     "SealError": "eventstore.crypto",
@@ -44,6 +48,7 @@ _WHERE = {
     "StoreError": "eventstore.errors",
     "StoreLockedError": "eventstore.errors",
     "TornTail": "eventstore.interface",
+    "UnavailableError": "eventstore.errors",
     "UnsealError": "eventstore.errors",
     "VaultlogError": "eventstore.errors",
     "audit_hmac": "eventstore.crypto",
@@ -66,6 +71,8 @@ __all__ = [
     "MemoryLog",
     "MemoryStorage",
     "MissingRecordError",
+    "PostgresLog",
+    "PostgresStorage",
     "ReadOnlyError",
     "Record",
     "SealError",
@@ -74,6 +81,7 @@ __all__ = [
     "StoreError",
     "StoreLockedError",
     "TornTail",
+    "UnavailableError",
     "UnsealError",
     "VaultlogError",
     "audit_hmac",

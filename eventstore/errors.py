@@ -4,6 +4,7 @@
      ├── StoreError               the store cannot be used as asked
      │    ├── StoreLockedError    another live process holds the writer lock
      │    ├── ReadOnlyError       an fsync failed earlier; the store accepts no more writes
+     │    │    └── UnavailableError  the database went away or another writer appended
      │    ├── MissingRecordError  a record asked for by seq is not in the log
      │    └── CorruptionError     a record inside the log is damaged or missing (where, seq)
      └── KeyMaterialError       a key needed to open something is missing or wrong
@@ -30,6 +31,12 @@ class StoreLockedError(StoreError):
 
 class ReadOnlyError(StoreError):
     """A failed fsync made the store read-only for the rest of this process."""
+
+
+class UnavailableError(ReadOnlyError):
+    """The log's database cannot be reached, or another writer appended first; nothing of
+    the failed write was acknowledged. That log object is done: open it again (the
+    database, not this process's memory, says what is durable)."""
 
 
 class MissingRecordError(StoreError):

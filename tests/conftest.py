@@ -16,6 +16,7 @@ from backends import Core
 from eventstore import decode_unseal_key, new_key
 from projections import Event, Store
 from tests.iam_endpoint import IamProxy, MotoServer
+from tests.postgres import PostgresServer
 from tools.transport import open_core as open_core  # the tests open Cores with it
 
 
@@ -119,3 +120,20 @@ def iam_proxy(moto_server: MotoServer) -> Iterator[IamProxy]:
         yield proxy
     finally:
         proxy.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL for the session (each test takes a database of its own)."""
+    server = PostgresServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresServer) -> str:
+    """The URL of a new, empty database."""
+    return postgres.new_database()
