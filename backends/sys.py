@@ -64,12 +64,14 @@ def cluster_uuid(store_id: str) -> str:
     return str(uuid.uuid5(_UUIDS, store_id))
 
 
-def health(*, initialized: bool, sealed: bool, cluster_id: str = "") -> dict[str, Any]:
+def health(
+    *, initialized: bool, sealed: bool, cluster_id: str = "", standby: bool = False
+) -> dict[str, Any]:
     """``sys/health``'s answer, in Vault's shape (the cluster only once unsealed)."""
     data: dict[str, Any] = {
         "initialized": initialized,
         "sealed": sealed,
-        "standby": sealed,
+        "standby": sealed or standby,
         "replication_performance_mode": "unknown" if sealed else "disabled",
         "replication_dr_mode": "unknown" if sealed else "disabled",
         "server_time_utc": int(time.time()),

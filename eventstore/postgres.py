@@ -133,9 +133,20 @@ class PostgresStorage:
             raise StoreError(f"the {name} was changed by another node; nothing was saved")
         return int(rows[0][0])
 
+    def set_meta(self, name: str, value: bytes) -> None:
+        """Set ``name`` whatever it was (for what only one node writes: the leader)."""
+        self.run(
+            f"INSERT INTO {META} VALUES (%s, 1, %s) ON CONFLICT (name)"
+            f" DO UPDATE SET value = EXCLUDED.value, version = {META}.version + 1",
+            (name, value),
+        )
+
     def purge_dead_meta(self) -> None:
         """Rewrite the metadata table so no dead row (an older keyring) stays in it."""
         self.run(f"VACUUM FULL {META}")
+
+    def has_records(self) -> bool:
+        return bool(self.run(f"SELECT EXISTS (SELECT 1 FROM {RECORDS})")[0][0])
 
     def is_empty(self) -> bool:
         """Whether the database holds no store (no record and no named value)."""

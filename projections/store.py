@@ -5,8 +5,11 @@ log, the keyring's life (mount keys created before their mount, destroyed after 
 removal is durable), snapshots, the version index, the state at a seq or a time, and
 verification. The Core above it only routes requests and commits what they staged.
 
-Two kinds: ``Store.open`` on a data directory (``FileLog``, snapshots and the version index
-beside it) and ``Store.in_memory`` (``MemoryLog``; the past answered by replay alone).
+Three kinds: ``Store.open`` on a data directory (``FileLog``, snapshots and the version
+index beside it), ``Store.open_postgres`` on a PostgreSQL database shared by several nodes
+(``PostgresLog``; the keyring a row replaced by compare-and-swap; snapshots and the index
+in a directory of each node's own, derived caches as on files) and ``Store.in_memory``
+(``MemoryLog``; the past answered by replay alone).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from eventstore import (
     LogWriter,
     MemoryLog,
     MemoryStorage,
+    PostgresLog,
+    PostgresStorage,
     ShreddedError,
     StoreError,
     UnsealError,
@@ -85,6 +90,7 @@ class Store:
         self._index_loaded = False
         self.warnings: list[str] = []  # what went wrong without failing; said to the user
         self.lock = threading.RLock()  # held by whoever reads the state to change it
+        self._keyring_row: _SavedKeyring | None = None  # a store in PostgreSQL's
 
     # ---- opening -------------------------------------------------------------------------
 
@@ -169,8 +175,97 @@ class Store:
             raise
         return store
 
+    @classmethod
+    def open_postgres(
+        cls,
+        storage: PostgresStorage,
+        unseal_key: bytes,
+        *,
+        write: bool,
+        cache: Path | None = None,
+        lock_timeout: float = 0.0,
+        snapshot_every: int = SNAPSHOT_EVERY,
+        follower: Store | None = None,
+    ) -> Store:
+        """Open (creating on first use) the store in a PostgreSQL database.
+
+        A writer holds the database's writer lock until ``close`` (``StoreLockedError``
+        after ``lock_timeout``). ``cache``: this node's directory for snapshots and the
+        version index (None: replay alone). ``follower``: a reader of the same store that
+        this node kept current; a writer starts from its state instead of replaying.
+        """
+        if cache is not None:
+            try:
+                cache.mkdir(mode=0o700, parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(_os_message(f"cannot make the cache {cache}", exc)) from None
+        found = storage.meta(KEYRING_FILE)
+        if found is None:
+            if not write or storage.has_records():
+                raise UnsealError("the store's keyring is missing from the database")
+            keyring = Keyring.create()
+            found = (storage.swap_meta(KEYRING_FILE, keyring.to_bytes(unseal_key), 0), b"")
+        else:
+            keyring = Keyring.from_bytes(found[1], unseal_key)
+        saved = _SavedKeyring(storage, unseal_key, found[0], set(keyring.mounts))
+        if not write:
+            store = cls(PostgresLog(storage, keyring), keyring, writable=False, directory=cache)
+            store._keyring_row = saved
+            return store
+        log = PostgresLog.open_writer(storage, keyring, timeout=lock_timeout)
+        store = cls(
+            log,
+            keyring,
+            writable=True,
+            directory=cache,
+            save_keyring=saved.save,
+            snapshot_every=snapshot_every,
+        )
+        store._keyring_row = saved
+        try:
+            if cache is not None:
+                store._refuse_a_shortened_log()
+            if follower is not None and follower._state is not None:
+                follower._reload_keyring_if_changed()
+                store._state, store._snapshot_seq = follower._state, follower._snapshot_seq
+                store._head_hint = follower._head_hint
+                follower._state = None  # the writer's from now on
+            store._start_writing()
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def catch_up(self) -> int:
+        """Fold into the state the records other nodes appended since; how many. A reader
+        of a shared log only."""
+        if self._state is None:
+            self._replay()
+            return 0
+        self._reload_keyring_if_changed()
+        state, count = self._state, 0
+        for record in self.log.records(state.seq + 1):
+            apply(state, decode(record))
+            self._head_hint, count = record.hint, count + 1
+        return count
+
+    def _reload_keyring_if_changed(self) -> None:
+        """A shared store's keyring, as another node last saved it (new mounts' keys, new
+        terms, destroyed keys), if it changed."""
+        if self._keyring_row is None or self._writer is not None:
+            return
+        keyring = self._keyring_row.reload()
+        if keyring is not None:
+            self.keyring = keyring
+            cast(PostgresLog, self.log).keyring = keyring
+
     def _start_writing(self) -> None:
-        self._replay()
+        if self._state is None:
+            self._replay()
+        else:  # handed over by a follower: the records after it only
+            for record in self.log.records(self._state.seq + 1):
+                apply(self._state, decode(record))
+                self._head_hint = record.hint
         if self.directory is not None:
             self._indexer = IndexWriter.open(self.directory, self.keyring.audit_key, self.log)
         if self.state.seq == 0:  # new, or a first use that crashed before its mounts
@@ -284,7 +379,7 @@ class Store:
                 self.keyring.add_mount_key(mount_id)
             try:
                 self._save_keyring(self.keyring)
-            except OSError as exc:
+            except (OSError, StoreError) as exc:
                 for mount_id in new_mounts:
                     self.keyring.shred_mount_key(mount_id)
                 raise StoreError(
@@ -318,7 +413,7 @@ class Store:
         the keys are gone from memory, and the next writer's open destroys them on disk."""
         try:
             self._save_keyring(self.keyring)
-        except OSError as exc:
+        except (OSError, StoreError) as exc:
             self.warnings.append(
                 _os_message(
                     f"key destruction pending: {what} could not be saved, and is retried "
@@ -386,7 +481,7 @@ class Store:
         term = self.keyring.add_term()
         try:
             self._save_keyring(self.keyring)
-        except OSError as exc:
+        except (OSError, StoreError) as exc:
             self._drop_term(term)
             raise StoreError(
                 _os_message("could not save the keyring; the key term is unchanged", exc)
@@ -398,7 +493,7 @@ class Store:
             # Nothing was sealed under the new term: take it back (if the disk lets us,
             # else it stays in the keyring unused, which is harmless).
             self._drop_term(term)
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, StoreError):
                 self._save_keyring(self.keyring)
             raise
         return term
@@ -517,8 +612,39 @@ def _load_or_create_keyring(directory: Path, unseal_key: bytes) -> Keyring:
     return keyring
 
 
-def _os_message(what: str, exc: OSError) -> str:
+class _SavedKeyring:
+    """A shared store's keyring row: saved only over the version this node last saw
+    (compare-and-swap, so two nodes never overwrite each other's keys), and after a key
+    is destroyed, the table rewritten so no dead row keeps the old keyring."""
+
+    def __init__(
+        self, storage: PostgresStorage, unseal_key: bytes, version: int, mounts: set[str]
+    ) -> None:
+        self.storage, self._unseal_key = storage, unseal_key
+        self.version, self._mounts = version, mounts
+
+    def save(self, keyring: Keyring) -> None:
+        self.version = self.storage.swap_meta(
+            KEYRING_FILE, keyring.to_bytes(self._unseal_key), self.version
+        )
+        mounts = set(keyring.mounts)
+        if self._mounts - mounts:
+            self.storage.purge_dead_meta()
+        self._mounts = mounts
+
+    def reload(self) -> Keyring | None:
+        """The keyring as saved now, if another node changed it since; else None."""
+        found = self.storage.meta(KEYRING_FILE)
+        if found is None or found[0] == self.version:
+            return None
+        self.version = found[0]
+        return Keyring.from_bytes(found[1], self._unseal_key)
+
+
+def _os_message(what: str, exc: OSError | StoreError) -> str:
     """``what``, then what the system said, and of which file: one line."""
+    if isinstance(exc, StoreError):
+        return f"{what} ({exc})"
     reason = exc.strerror or type(exc).__name__
     name = f": {exc.filename}" if exc.filename else ""
     return f"{what} ({reason}{name})"

@@ -204,6 +204,8 @@ def config_server(
     env: dict[str, str] | None = None,
     unseal: bool = True,
     inmem: bool = False,
+    storage: str = "",
+    api_addr: bool = False,
     **listener_settings: object,
 ) -> DevServer:
     """vaultlog: `vault server -config=FILE` with storage "file" in ``home/data`` (the
@@ -211,7 +213,8 @@ def config_server(
     store), with extra environment if given. The listener serves TLS when the settings name
     ``tls_cert_file`` and ``tls_key_file``; set the DevServer's ``cafile`` to verify it.
     It starts sealed: ``start`` initialises it with one share and unseals it unless
-    ``unseal`` is False."""
+    ``unseal`` is False. ``storage``: another storage block, as HCL; ``api_addr``: say
+    the listener's URL as the node's api_addr."""
     home.mkdir(parents=True, exist_ok=True)
     port = free_port()
     tls = "tls_cert_file" in listener_settings or "tls_key_file" in listener_settings
@@ -223,13 +226,13 @@ def config_server(
         f"  {k} = {json.dumps(str(v) if isinstance(v, Path) else v)}" for k, v in settings.items()
     )
     config = home / "server.hcl"
-    storage = (
-        'storage "inmem" {}\n' if inmem else f'storage "file" {{\n  path = "{home / "data"}"\n}}\n'
-    )
-    config.write_text(storage + f'listener "tcp" {{\n{body}\n}}\n')
+    if not storage:
+        storage = 'storage "inmem" {}' if inmem else f'storage "file" {{ path = "{home / "data"}" }}'
+    scheme = "https" if tls else "http"
+    address = f'api_addr = "{scheme}://127.0.0.1:{port}"\n' if api_addr else ""
+    config.write_text(storage + "\n" + address + f'listener "tcp" {{\n{body}\n}}\n')
     argv = [vault_executable(), "server", f"-config={config}"]
     environment = {**server_env(home), **(env or {})}
-    scheme = "https" if tls else "http"
     return DevServer(
         "vaultlog", argv, environment, home, port, scheme, unseal=unseal, sealed_ok=not unseal
     )

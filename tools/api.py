@@ -27,15 +27,18 @@ import threading
 import traceback
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes
 
 from backends import PermissionDeniedError, Request, RequestError, Response
 from backends.errors import AuditFailedError
 from backends.request import Operation
+from backends.sys import cluster_uuid
 from backends.sys_leases import wants_sync
 from backends.ttl import parse_duration
 from eventstore import VaultlogError
+from tools.cluster import FORWARDED, forward, index_asked, index_header
 from tools.remote import BARE_PATHS
 from tools.seal import Seal
 
@@ -53,8 +56,16 @@ _OPERATIONS: dict[str, Operation] = {
     "DELETE": "delete",
 }
 _TRUE = ("true", "1", "t", "yes")
-SEAL_PATHS = BARE_PATHS | {"sys/seal"}  # answered by the seal, sealed or not
+SEAL_PATHS = BARE_PATHS | {"sys/seal", "sys/step-down"}  # the seal's, sealed or not
 _JSON = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+
+
+@dataclass(frozen=True)
+class Passed:
+    """An answer another node gave, passed on as it came (a standby's forwarding)."""
+
+    payload: bytes
+    headers: list[tuple[bytes, bytes]]
 
 
 class HttpError(Exception):
@@ -98,6 +109,11 @@ class Durability:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         self._thread = threading.Thread(target=self._sync, name="group-commit", daemon=True)
+
+    @property
+    def durable(self) -> int:
+        """The last seq known durable."""
+        return self._durable
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -185,13 +201,27 @@ class Api:
             status, body, close = await self._serve(scope, receive, method)
         except HttpError as exc:
             status, body, close = exc.status, {"errors": [str(exc)]}, exc.close
-        headers = list(_JSON)
+        if isinstance(body, Passed):
+            headers, payload = list(body.headers), body.payload
+        else:
+            headers = list(_JSON) + self._index()
+            payload = b"" if body is None else json.dumps(body).encode()
         if close:
             headers.append((b"connection", b"close"))
-        payload = b"" if body is None or method == "HEAD" else json.dumps(body).encode()
+        if method == "HEAD":
+            payload = b""
         headers.append((b"content-length", str(len(payload)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
+
+    def _index(self) -> list[tuple[bytes, bytes]]:
+        """``X-Vault-Index`` of a node of a shared store: the seq durable now, which
+        every answer given so far is at or before."""
+        core = self.seal.core
+        if core is None or self.seal.storage_type != "postgresql":
+            return []
+        index = index_header(cluster_uuid(core.store.keyring.store_id), self.durability.durable)
+        return [(b"x-vault-index", index.encode())]
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -243,7 +273,12 @@ class Api:
                 return await self._seal_path(request, query)
             core = self.seal.core
             if core is None:
+                if self.seal.standby:
+                    return await self._pass_on(scope, method, headers, body)
                 return 503, {"errors": ["Vault is sealed"]}, False
+            asked = index_asked(headers.get("x-vault-index", ""))
+            if asked > core.store.head.seq:
+                return 412, {"errors": ["required index state not present"]}, False
             if core.calls_out(request):
                 loop = asyncio.get_running_loop()
                 response = await loop.run_in_executor(self._workers, core.handle, request)
@@ -264,6 +299,30 @@ class Api:
             return 500, {"errors": ["internal error"]}, False
         return self._answer(request, response, query)
 
+    async def _pass_on(
+        self, scope: Scope, method: str, headers: dict[str, str], body: dict[str, Any]
+    ) -> tuple[int, Any, bool]:
+        """A standby's answer: the active node's, forwarded, or a redirect to it."""
+        leader = self.seal.leader_address()
+        if not leader or FORWARDED in headers:
+            return 503, {"errors": ["no active node to forward the request to"]}, False
+        target = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+        query = scope.get("query_string", b"")
+        if query:
+            target += "?" + query.decode("latin-1")
+        if "x-vault-no-request-forwarding" in headers:
+            location = [(b"location", (leader + target).encode("latin-1"))]
+            return 307, Passed(b"", location + _JSON), False
+        raw = json.dumps(body).encode() if body else b""
+        loop = asyncio.get_running_loop()
+        try:
+            status, payload, kept = await loop.run_in_executor(
+                self._workers, forward, leader, method, target, headers, raw
+            )
+        except VaultlogError as exc:
+            return 503, {"errors": [str(exc)]}, False
+        return status, Passed(payload, kept), False
+
     async def _durable(self, seq: int) -> None:
         """Wait until ``seq`` is on disk, then until the audit devices have it too."""
         await self.durability.wait(seq)
@@ -282,13 +341,21 @@ class Api:
         if path == "sys/seal-status" and op == "read":
             return 200, seal.status(), False
         if path == "sys/leader" and op == "read":
-            return 200, {"ha_enabled": False}, False
+            return 200, seal.leader(), False
         if path == "sys/init" and op == "read":
             return 200, {"initialized": seal.initialized}, False
         if path == "sys/init" and op == "write":
             return 200, await loop.run_in_executor(self._workers, seal.init, request.data), False
         if path == "sys/unseal" and op == "write":
             return 200, await loop.run_in_executor(self._workers, seal.unseal, request.data), False
+        if path == "sys/step-down" and op == "write":
+            core = seal.core
+            if core is None:
+                return 503, {"errors": ["this node is not active"]}, False
+            core.authorize(request)
+            await self.durability.wait(core.store.head.seq)
+            await loop.run_in_executor(self._workers, seal.step_down)
+            return 204, None, False
         if path == "sys/seal" and op == "write":
             core = seal.core
             if core is not None:

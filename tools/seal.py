@@ -71,6 +71,22 @@ class Seal:
     def sealed(self) -> bool:
         return self.core is None
 
+    @property
+    def standby(self) -> bool:
+        """Unsealed but not serving: another node is active (``tools.cluster``)."""
+        return False
+
+    def leader_address(self) -> str:
+        """Where the active node listens, for a standby to send requests to."""
+        return ""
+
+    def leader(self) -> dict[str, Any]:
+        """``sys/leader``'s answer."""
+        return {"ha_enabled": False}
+
+    def step_down(self) -> None:
+        """Leave the active role to another node: a server alone stays active, as Vault."""
+
     def shape(self) -> tuple[int, int]:
         """``(shares, threshold)``; (0, 0) before init."""
         if not self.initialized:
@@ -78,16 +94,21 @@ class Seal:
         if self.path is None:
             return self._shape
         try:
-            config = json.loads((self.path / SEAL_FILE).read_text())
-            return int(config["secret_shares"]), int(config["secret_threshold"])
+            raw = (self.path / SEAL_FILE).read_bytes()
         except FileNotFoundError:
             return 1, 1  # the embedded default: one key, in a file
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise StoreError(f"cannot read {self.path / SEAL_FILE}: {exc}") from None
+        except OSError as exc:
+            raise StoreError(f"cannot read {self.path / SEAL_FILE}: {exc.strerror}") from None
+        return read_shape(raw, str(self.path / SEAL_FILE))
+
+    @property
+    def storage_type(self) -> str:
+        """What ``seal-status`` names the storage."""
+        return "inmem" if self.path is None else "file"
 
     def status(self) -> dict[str, Any]:
         shares, threshold = self.shape()
-        storage = "inmem" if self.path is None else "file"
+        storage = self.storage_type
         core = self.core
         if core is not None:
             cluster_id = cluster_uuid(core.store.keyring.store_id)
@@ -122,23 +143,11 @@ class Seal:
             _check_shape(shares, threshold)
             root_key = new_key()
             keys = split_key(root_key, shares, threshold)
-            if self.path is None:
-                keyring = Keyring.create()
-                store = Store.in_memory(self._memory, keyring)
-            else:
-                write_atomically(
-                    self.path / SEAL_FILE,
-                    json.dumps(
-                        {"type": "shamir", "secret_shares": shares, "secret_threshold": threshold}
-                    ).encode(),
-                )
-                store = Store.open(self.path, root_key, write=True, lock_timeout=0)
+            store = self._create(root_key, shares, threshold)
             try:
                 token = _first_events(store, self.make_core(store), root_token)
                 store.flush()
-                if self.path is None:
-                    self._sealed_keyring = store.keyring.to_bytes(root_key)
-                    self._shape = (shares, threshold)
+                self._created(store, root_key, shares, threshold)
             finally:
                 store.close()
             return {
@@ -184,6 +193,8 @@ class Seal:
                 store = self._open(key)
             except UnsealError as exc:
                 raise InvalidRequestError(str(exc)) from None
+            if store is None:
+                return self.status()
             try:
                 core = self.make_core(store)
                 core.maintain()
@@ -193,7 +204,21 @@ class Seal:
             self.core = core
             return self.status()
 
-    def _open(self, key: bytes) -> Store:
+    def _create(self, root_key: bytes, shares: int, threshold: int) -> Store:
+        """A new store, its keyring sealed by ``root_key``, the seal's shape saved."""
+        if self.path is None:
+            return Store.in_memory(self._memory, Keyring.create())
+        write_atomically(self.path / SEAL_FILE, shape_json(shares, threshold))
+        return Store.open(self.path, root_key, write=True, lock_timeout=0)
+
+    def _created(self, store: Store, root_key: bytes, shares: int, threshold: int) -> None:
+        """After init: a store in memory keeps its keyring sealed, and its shape."""
+        if self.path is None:
+            self._sealed_keyring = store.keyring.to_bytes(root_key)
+            self._shape = (shares, threshold)
+
+    def _open(self, key: bytes) -> Store | None:
+        """The store ``key`` opens, to serve (None: this node stands by)."""
         if self.path is None:
             assert self._sealed_keyring is not None
             keyring = Keyring.from_bytes(self._sealed_keyring, key)
@@ -220,6 +245,22 @@ class Seal:
         self.seal()
         if self._guard is not None:
             self._guard.release()
+
+
+def shape_json(shares: int, threshold: int) -> bytes:
+    """The seal's shape as saved (not secret)."""
+    return json.dumps(
+        {"type": "shamir", "secret_shares": shares, "secret_threshold": threshold}
+    ).encode()
+
+
+def read_shape(raw: bytes, where: str) -> tuple[int, int]:
+    """``(shares, threshold)`` of a saved shape."""
+    try:
+        config = json.loads(raw)
+        return int(config["secret_shares"]), int(config["secret_threshold"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StoreError(f"cannot read {where}: {exc}") from None
 
 
 def _first_events(store: Store, core: Core, root_token: str) -> str:

@@ -15,7 +15,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,9 +25,10 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from backends import Core, Registry
 from backends.auth import TokenAuth
 from backends.version import VAULT_VERSION
-from eventstore import VaultlogError
+from eventstore import PostgresStorage, VaultlogError
 from projections import Store
 from tools.api import Api
+from tools.cluster import PostgresSeal
 from tools.seal import Seal
 from tools.server_config import Listener, ServerConfig
 
@@ -66,7 +67,7 @@ def serve(config: ServerConfig, *, dev: bool, root_token: str = "") -> None:
             lease_ttls=(config.default_lease_ttl, config.max_lease_ttl),
         )
 
-    seal = Seal(config.path, make_core)
+    seal = _seal(config, make_core)
     try:
         started = Started(config, dev)
         if dev:
@@ -103,6 +104,8 @@ def serve(config: ServerConfig, *, dev: bool, root_token: str = "") -> None:
         stopping = threading.Event()
         timer = threading.Thread(target=_expire_on_timer, args=(seal, stopping), daemon=True)
         timer.start()
+        if isinstance(seal, PostgresSeal):
+            threading.Thread(target=seal.run, args=(stopping,), daemon=True).start()
         try:
             _Server(settings, started).run([listening])
         finally:
@@ -112,6 +115,21 @@ def serve(config: ServerConfig, *, dev: bool, root_token: str = "") -> None:
         print("==> Vault shutdown triggered", flush=True)
     finally:
         seal.close()
+
+
+def _seal(config: ServerConfig, make_core: Callable[[Store], Core]) -> Seal:
+    if config.storage != "postgresql":
+        return Seal(config.path, make_core)
+    try:
+        return PostgresSeal(
+            PostgresStorage(config.connection_url),
+            make_core,
+            cache=config.path,
+            ha=config.ha_enabled,
+            api_addr=config.advertised,
+        )
+    except OSError as exc:
+        raise ServerError(f"cannot use the cache {config.path}: {exc.strerror}") from None
 
 
 def _bind(listener: Listener) -> socket.socket:
@@ -238,7 +256,11 @@ def _expire_on_timer(seal: Seal, stopping: threading.Event) -> None:
 def _print_banner(started: Started) -> None:
     config, listener = started.config, started.config.listener
     tls = "enabled" if listener.tls else "disabled"
-    storage = "inmem" if config.path is None else f"file ({config.path})"
+    storage = {
+        "inmem": "inmem",
+        "file": f"file ({config.path})",
+        "postgresql": f"postgresql (HA {'available' if config.ha_enabled else 'disabled'})",
+    }[config.storage]
     lines = [
         "==> Vault server configuration:",
         "",

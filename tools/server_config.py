@@ -1,15 +1,20 @@
 """``vault server -config=FILE``: Vault's configuration file, HCL or JSON.
 
-Understood: ``storage`` (or its older name ``backend``) ``"file" { path }`` or ``"inmem" {}``;
+Understood: ``storage`` (or its older name ``backend``) ``"file" { path }``, ``"inmem" {}`` or
+``"postgresql" { connection_url, ha_enabled, cache_path }`` (Vault's keys, and ours: the
+node's own directory for snapshots and the version index; the URL may instead come from
+``VAULT_PG_CONNECTION_URL``, as Vault allows); ``api_addr`` (what a standby sends clients
+to, and the active node's address it tells);
 ``listener "tcp" { address, tls_disable, tls_cert_file, tls_key_file, max_request_size,
 http_read_timeout }``;
 ``default_lease_ttl``, ``max_lease_ttl``. Accepted and ignored, as they mean nothing here:
-``disable_mlock``, ``ui``, ``api_addr``, ``cluster_addr``, ``log_level``, ``cluster_name``.
+``disable_mlock``, ``ui``, ``cluster_addr``, ``log_level``, ``cluster_name``.
 HCL is Vault's own dialect (HCL 1), parsed with ``pyhcl``.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +26,8 @@ from tools.api import MAX_REQUEST_SIZE
 
 DEFAULT_ADDRESS = "127.0.0.1:8200"
 READ_TIMEOUT = 30  # Vault's http_read_timeout
-_IGNORED = {"disable_mlock", "ui", "api_addr", "cluster_addr", "log_level", "cluster_name"}
+_IGNORED = {"disable_mlock", "ui", "cluster_addr", "log_level", "cluster_name"}
+_POSTGRES_KEYS = {"connection_url", "ha_enabled", "cache_path", "max_parallel"}
 _LISTENER_KEYS = {
     "address",
     "tls_disable",
@@ -57,11 +63,19 @@ class Listener:
 
 @dataclass(frozen=True)
 class ServerConfig:
-    storage: str  # "file" or "inmem"
-    path: Path | None
+    storage: str  # "file", "inmem" or "postgresql"
+    path: Path | None  # the store's directory, or a PostgreSQL node's cache
     listener: Listener
     default_lease_ttl: int = 0
     max_lease_ttl: int = 0
+    connection_url: str = ""  # postgresql's
+    ha_enabled: bool = False
+    api_addr: str = ""  # the listener's URL unless set
+
+    @property
+    def advertised(self) -> str:
+        """The address other nodes send clients to."""
+        return self.api_addr or self.listener.url
 
 
 def parse_address(address: str, where: str) -> tuple[str, int]:
@@ -83,25 +97,68 @@ def load_config(file: Path) -> ServerConfig:
 
 def parse_config(text: str, name: str) -> ServerConfig:
     raw = _parse(text, name)
-    unknown = set(raw) - {"storage", "backend", "listener", "default_lease_ttl", "max_lease_ttl"}
+    unknown = set(raw) - {
+        "storage",
+        "backend",
+        "listener",
+        "default_lease_ttl",
+        "max_lease_ttl",
+        "api_addr",
+    }
     if unknown - _IGNORED:
         raise ConfigError(f"{name}: unknown key {sorted(unknown - _IGNORED)[0]!r}")
     storage_type, storage = _one_block(raw, ("storage", "backend"), name)
+    url, ha = "", False
     if storage_type == "file":
         if not isinstance(storage.get("path"), str) or not storage["path"]:
             raise ConfigError(f'{name}: storage "file" needs a path')
         path: Path | None = Path(storage["path"]).expanduser()
     elif storage_type == "inmem":
         path = None
+    elif storage_type == "postgresql":
+        url, ha, path = _postgres(storage, name)
     else:
-        raise ConfigError(f'{name}: storage "{storage_type}" is not supported (file, inmem)')
+        raise ConfigError(
+            f'{name}: storage "{storage_type}" is not supported (file, inmem, postgresql)'
+        )
     listener = _listener(raw, name)
     try:
         default_ttl = parse_duration(raw.get("default_lease_ttl") or 0)
         max_ttl = parse_duration(raw.get("max_lease_ttl") or 0)
     except VaultlogError as exc:
         raise ConfigError(f"{name}: {exc}") from None
-    return ServerConfig(storage_type, path, listener, default_ttl, max_ttl)
+    api_addr = raw.get("api_addr") or ""
+    if not isinstance(api_addr, str) or (
+        api_addr and not api_addr.startswith(("http://", "https://"))
+    ):
+        raise ConfigError(f"{name}: api_addr must be a URL (http://HOST:PORT)")
+    return ServerConfig(
+        storage_type,
+        path,
+        listener,
+        default_ttl,
+        max_ttl,
+        connection_url=url,
+        ha_enabled=ha,
+        api_addr=api_addr.rstrip("/"),
+    )
+
+
+def _postgres(storage: dict[str, Any], name: str) -> tuple[str, bool, Path | None]:
+    """``storage "postgresql"``: its URL, whether HA is on, and the node's cache."""
+    unknown = set(storage) - _POSTGRES_KEYS
+    if unknown:
+        raise ConfigError(f'{name}: unknown storage "postgresql" key {sorted(unknown)[0]!r}')
+    url = storage.get("connection_url") or os.environ.get("VAULT_PG_CONNECTION_URL", "")
+    if not isinstance(url, str) or not url.startswith(("postgres://", "postgresql://")):
+        raise ConfigError(
+            f'{name}: storage "postgresql" needs a connection_url (postgresql://...)'
+        )
+    cache = storage.get("cache_path")
+    if cache is not None and (not isinstance(cache, str) or not cache):
+        raise ConfigError(f'{name}: storage "postgresql": cache_path must be a directory')
+    ha = str(storage.get("ha_enabled", "false")).lower() in ("1", "true")
+    return url, ha, Path(cache).expanduser() if cache else None
 
 
 def _parse(text: str, name: str) -> dict[str, Any]:
