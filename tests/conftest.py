@@ -16,7 +16,7 @@ from backends import Core
 from eventstore import decode_unseal_key, new_key
 from projections import Event, Store
 from tests.iam_endpoint import IamProxy, MotoServer
-from tests.postgres import PostgresServer
+from tools.bench.postgres import PostgresServer
 from tools.transport import open_core as open_core  # the tests open Cores with it
 
 

@@ -227,7 +227,8 @@ def config_server(
     )
     config = home / "server.hcl"
     if not storage:
-        storage = 'storage "inmem" {}' if inmem else f'storage "file" {{ path = "{home / "data"}" }}'
+        data = home / "data"
+        storage = 'storage "inmem" {}' if inmem else f'storage "file" {{ path = "{data}" }}'
     scheme = "https" if tls else "http"
     address = f'api_addr = "{scheme}://127.0.0.1:{port}"\n' if api_addr else ""
     config.write_text(storage + "\n" + address + f'listener "tcp" {{\n{body}\n}}\n')

@@ -102,9 +102,7 @@ class PostgresSeal(Seal):
             return super().health()
         store = self.core.store if self.core is not None else self._follower
         cluster_id = cluster_uuid(store.keyring.store_id) if store is not None else ""
-        return health(
-            initialized=True, sealed=False, cluster_id=cluster_id, standby=self.standby
-        )
+        return health(initialized=True, sealed=False, cluster_id=cluster_id, standby=self.standby)
 
     def status(self) -> dict[str, Any]:
         if self.standby and self._follower is not None:  # unsealed, as Vault says

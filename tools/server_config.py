@@ -151,9 +151,7 @@ def _postgres(storage: dict[str, Any], name: str) -> tuple[str, bool, Path | Non
         raise ConfigError(f'{name}: unknown storage "postgresql" key {sorted(unknown)[0]!r}')
     url = storage.get("connection_url") or os.environ.get("VAULT_PG_CONNECTION_URL", "")
     if not isinstance(url, str) or not url.startswith(("postgres://", "postgresql://")):
-        raise ConfigError(
-            f'{name}: storage "postgresql" needs a connection_url (postgresql://...)'
-        )
+        raise ConfigError(f'{name}: storage "postgresql" needs a connection_url (postgresql://...)')
     cache = storage.get("cache_path")
     if cache is not None and (not isinstance(cache, str) or not cache):
         raise ConfigError(f'{name}: storage "postgresql": cache_path must be a directory')

@@ -1,5 +1,6 @@
-"""A throwaway PostgreSQL for the tests: initdb into a temporary directory, served on a free
-port of 127.0.0.1 by the machine's own PostgreSQL binaries, stopped at the end.
+"""A throwaway PostgreSQL for the tests and the bench: initdb into a temporary directory,
+served on a free port of 127.0.0.1 by the machine's own PostgreSQL binaries, stopped at the
+end.
 
 PostgreSQL refuses to run as root; under root (CI, this sandbox) the server runs as the
 unprivileged ``nobody``, in a directory made for it. Without the binaries the tests that

@@ -1,0 +1,268 @@
+"""Several `vault server` nodes on one PostgreSQL store (tests/cluster.py): one active node,
+standbys forwarding to it, failover when it is killed, PostgreSQL itself restarted, and the
+Secret Backends page through a standby."""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from email.message import Message
+from pathlib import Path
+
+import pytest
+
+from eventstore import PostgresStorage, decode_unseal_key
+from projections import SecretWritten, Store
+from tests.cluster import Cluster
+from tests.conftest import VaultCLI, cli_env
+from tests.servers import DevServer
+from tools.bench.postgres import PostgresServer
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, pg_url: str) -> Iterator[Cluster]:
+    started = Cluster.of(tmp_path, pg_url, 3)
+    try:
+        started.start()
+        yield started
+    finally:
+        started.stop()
+
+
+def raw_request(
+    node: DevServer, method: str, path: str, *, token: str, body: object = None, **headers: str
+) -> tuple[int, Message, bytes]:
+    data = None if body is None else json.dumps(body).encode()
+    sent = urllib.request.Request(f"{node.addr}/v1/{path}", data=data, method=method)
+    sent.add_header("X-Vault-Token", token)
+    for name, value in headers.items():
+        sent.add_header(name.replace("_", "-"), value)
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: object, **kwargs: object) -> None:
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(sent, timeout=30) as reply:
+            return reply.status, reply.headers, reply.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read()
+
+
+def test_writes_through_any_node_are_read_back_from_every_node(cluster: Cluster) -> None:
+    active = cluster.active()
+    for i, node in enumerate(cluster.nodes):
+        node.call("PUT", f"secret/from-{i}", {"value": f"written at node {i}"}, cluster.token)
+    for node in cluster.nodes:
+        for i in range(len(cluster.nodes)):
+            answer = node.call("GET", f"secret/from-{i}", token=cluster.token)
+            assert answer["data"] == {"value": f"written at node {i}"}
+    # Leader and health, as Vault's: the active node is itself, standbys name it and say 429.
+    assert active.call("GET", "sys/leader")["is_self"] is True
+    for standby in cluster.standbys():
+        leader = standby.call("GET", "sys/leader")
+        assert (leader["ha_enabled"], leader["is_self"]) == (True, False)
+        assert leader["leader_address"] == active.addr
+        status, health = standby.request("GET", "sys/health")
+        assert (status, health["standby"], health["sealed"]) == (429, True, False)
+        assert standby.request("GET", "sys/health?standbyok=true")[0] == 200
+        assert standby.call("GET", "sys/seal-status")["sealed"] is False
+
+
+def test_a_standby_redirects_when_asked_not_to_forward(cluster: Cluster) -> None:
+    active, standby = cluster.active(), cluster.standbys()[0]
+    status, headers, _ = raw_request(
+        standby,
+        "GET",
+        "secret/x",
+        token=cluster.token,
+        X_Vault_No_Request_Forwarding="true",
+    )
+    assert status == 307
+    assert headers["Location"] == f"{active.addr}/v1/secret/x"
+
+
+def test_every_answer_carries_the_index_and_a_newer_one_is_refused(cluster: Cluster) -> None:
+    standby = cluster.standbys()[0]
+    status, headers, _ = raw_request(
+        standby, "PUT", "secret/indexed", token=cluster.token, body={"v": "1"}
+    )
+    assert status == 204
+    index = json.loads(base64.b64decode(headers["X-Vault-Index"]))
+    assert index["cluster"] == standby.call("GET", "sys/health?standbyok=true")["cluster_id"]
+    assert set(index) == {"cluster", "value"} and int(index["value"]) > 0
+    status, headers, body = raw_request(
+        standby,
+        "GET",
+        "secret/indexed",
+        token=cluster.token,
+        X_Vault_Index=headers["X-Vault-Index"],
+    )
+    assert status == 200 and json.loads(body)["data"] == {"v": "1"}
+    assert int(json.loads(base64.b64decode(headers["X-Vault-Index"]))["value"]) >= int(
+        index["value"]
+    )
+    ahead = base64.b64encode(
+        json.dumps({"cluster": index["cluster"], "value": "999999999"}).encode()
+    ).decode()
+    status, _, body = raw_request(
+        standby, "GET", "secret/indexed", token=cluster.token, X_Vault_Index=ahead
+    )
+    assert status == 412 and json.loads(body) == {"errors": ["required index state not present"]}
+
+
+class Load:
+    """Writers sending unique writes round-robin over the nodes until stopped; what was
+    acknowledged (2xx) and how every other request failed."""
+
+    def __init__(self, cluster: Cluster, nodes: list[DevServer], writers: int = 4) -> None:
+        self.cluster, self.nodes = cluster, nodes
+        self.acked: dict[str, str] = {}
+        self.failures: dict[int, int] = {}
+        self.answers: set[str] = set()  # what the failures said
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._work, args=(n,)) for n in range(writers)]
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+
+    def _work(self, n: int) -> None:
+        i = 0
+        while not self._stop.is_set():
+            node = self.nodes[(n + i) % len(self.nodes)]
+            path, value = f"secret/load/{n}-{i}", f"v{n}-{i}"
+            i += 1
+            try:
+                status, answer = node.request("PUT", path, {"value": value}, self.cluster.token)
+            except OSError:  # the node itself is gone (killed, or mid-restart)
+                status, answer = 0, None
+            with self._lock:
+                if 200 <= status < 300:
+                    self.acked[path] = value
+                else:
+                    self.failures[status] = self.failures.get(status, 0) + 1
+                    self.answers.add(f"{status} {answer}")
+                    time.sleep(0.02)
+
+
+def check_everything_acknowledged_is_there(cluster: Cluster, acked: dict[str, str]) -> None:
+    for node in [n for n in cluster.nodes if n.process]:
+        listed = node.call("GET", "secret/load?list=true", token=cluster.token)["data"]["keys"]
+        assert {f"secret/load/{k}" for k in listed} >= set(acked)
+    reader = cluster.active()
+    for path, value in acked.items():
+        assert reader.call("GET", path, token=cluster.token)["data"] == {"value": value}
+
+
+def written_once(url: str, key: str) -> None:
+    """Every value write in the shared log happened once; its chain and records verify."""
+    store = Store.open_postgres(PostgresStorage(url), decode_unseal_key(key), write=False)
+    try:
+        writes = [e.path for e in store.events() if isinstance(e, SecretWritten)]
+        assert len(writes) == len(set(writes))
+        report = store.verify()
+        assert report.ok, report.problem
+    finally:
+        store.close()
+
+
+def test_killing_the_active_node_under_load_loses_nothing_acknowledged(
+    cluster: Cluster, pg_url: str
+) -> None:
+    first = cluster.active()
+    with Load(cluster, cluster.nodes) as load:
+        time.sleep(1.5)
+        assert first.process is not None
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait()
+        killed_at = time.monotonic()
+        first.process = None
+        survivors = [n for n in cluster.nodes if n is not first]
+        second = cluster.active(among=survivors)
+        took_over = time.monotonic() - killed_at
+        time.sleep(1.5)
+    assert second is not first and took_over < 5, took_over
+    assert len(load.acked) > 20, (load.acked, load.failures)
+    assert set(load.failures) <= {0, 503}, load.answers
+    check_everything_acknowledged_is_there(cluster, load.acked)
+    status, answer = second.request("GET", "sys/vaultlog/verify", token=cluster.token)
+    assert status == 200 and answer["data"]["ok"] is True, answer
+    written_once(pg_url, cluster.keys[0])
+    # The killed node comes back as a standby of the new active node.
+    cluster.restart(first)
+    assert cluster.active() is second
+    assert first.call("GET", "secret/load?list=true", token=cluster.token)["data"]["keys"]
+
+
+def test_postgresql_restarted_mid_load_fails_requests_cleanly_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    database = PostgresServer()
+    database.start()
+    cluster = Cluster.of(tmp_path, database.new_database(), 2)
+    try:
+        cluster.start()
+        with Load(cluster, cluster.nodes) as load:
+            time.sleep(1.0)
+            database.stop()
+            time.sleep(2.0)
+            outage = dict(load.failures)
+            database.start()
+            cluster.active(timeout=20)
+            time.sleep(1.0)
+        assert outage.get(503, 0) > 0, outage
+        assert set(load.failures) <= {503}, load.answers
+        check_everything_acknowledged_is_there(cluster, load.acked)
+        for node in cluster.nodes:
+            assert "Traceback" not in node.log(tail=None)
+    finally:
+        cluster.stop()
+        database.close()
+
+
+def test_the_secret_backends_page_through_a_standby(cluster: Cluster, tmp_path: Path) -> None:
+    """The seed page's commands, as tests/test_walkthrough.py runs them on the embedded
+    store, through a standby (a server's store also has Vault's cubbyhole/)."""
+    standby = cluster.standbys()[0]
+    (tmp_path / "client").mkdir()
+    env = {**cli_env(tmp_path / "client"), "VAULT_ADDR": standby.addr, "VAULT_TOKEN": cluster.token}
+    vault = VaultCLI(tmp_path / "client", env)
+    assert vault("write", "secret/hello", "value=world") == (
+        "Success! Data written to: secret/hello\n"
+    )
+    assert vault("read", "secret/hello") == (
+        "Key             Value\nlease_duration  2592000\nvalue           world\n"
+    )
+    assert vault("mount", "generic") == "Successfully mounted 'generic' at 'generic'!\n"
+    mounts = vault("mounts").splitlines()
+    assert mounts[0].split() == ["Path", "Type", "Description"]
+    assert [line.split()[:2] for line in mounts[1:]] == [
+        ["cubbyhole/", "cubbyhole"],
+        ["generic/", "generic"],
+        ["secret/", "generic"],
+        ["sys/", "system"],
+    ]
+    vault("write", "generic/hello", "value=other")
+    assert vault("read", "-field=value", "generic/hello") == "other\n"
+    assert vault("unmount", "generic/") == "Successfully unmounted 'generic/'!\n"
+    assert "generic/" not in vault("mounts")
+    vault("mount", "generic")
+    assert vault.run("read", "generic/hello").returncode == 1
+    assert vault("remount", "secret/", "kv/") == "Successfully remounted from 'secret/' to 'kv/'!\n"
+    for node in cluster.nodes:  # every node serves what the standby was told
+        assert node.call("GET", "kv/hello", token=cluster.token)["data"] == {"value": "world"}
