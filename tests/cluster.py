@@ -14,12 +14,14 @@ from pathlib import Path
 from tests.servers import DevServer, config_server, health_status
 
 
-def postgres_node(home: Path, url: str, *, ha: bool = True) -> DevServer:
+def postgres_node(
+    home: Path, url: str, *, ha: bool = True, env: dict[str, str] | None = None
+) -> DevServer:
     storage = (
         f'storage "postgresql" {{\n  connection_url = "{url}"\n'
         f'  ha_enabled = "{str(ha).lower()}"\n  cache_path = "{home / "cache"}"\n}}'
     )
-    return config_server(home, storage=storage, api_addr=True, unseal=False)
+    return config_server(home, storage=storage, api_addr=True, unseal=False, env=env)
 
 
 @dataclass
@@ -29,8 +31,8 @@ class Cluster:
     token: str = field(default="", repr=False)
 
     @classmethod
-    def of(cls, root: Path, url: str, count: int) -> Cluster:
-        return cls([postgres_node(root / f"node{i}", url) for i in range(count)])
+    def of(cls, root: Path, url: str, count: int, env: dict[str, str] | None = None) -> Cluster:
+        return cls([postgres_node(root / f"node{i}", url, env=env) for i in range(count)])
 
     def start(self) -> None:
         for node in self.nodes:

@@ -17,8 +17,10 @@ import hvac
 import pytest
 from hvac import exceptions
 
+from tests.cluster import Cluster
 from tests.iam_endpoint import MotoServer
 from tests.servers import DevServer, config_server, root_token, running, vaultlog_dev_server
+from tools.bench.postgres import PostgresServer
 
 POLICY = {
     "Version": "2012-10-17",
@@ -44,13 +46,25 @@ def hvac_client(server: DevServer, token: str | None = None) -> hvac.Client:
     return hvac.Client(url=server.addr, token=root_token(server) if token is None else token)
 
 
-@pytest.fixture(scope="module", params=["dev", "file"])
+@pytest.fixture(scope="module", params=["dev", "file", "cluster"])
 def server(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
     moto_server: MotoServer,
 ) -> Iterator[DevServer]:
+    """A dev server, a -config server on files, or a standby of a cluster of three nodes
+    on PostgreSQL (every call forwarded to the active node)."""
     home = tmp_path_factory.mktemp(f"hvac-{request.param}")
+    if request.param == "cluster":
+        postgres: PostgresServer = request.getfixturevalue("postgres")
+        env = {"AWS_ENDPOINT_URL_IAM": moto_server.url, "AWS_EC2_METADATA_DISABLED": "true"}
+        cluster = Cluster.of(home, postgres.new_database(), 3, env=env)
+        try:
+            cluster.start()
+            yield cluster.standbys()[0]
+        finally:
+            cluster.stop()
+        return
     with running(start(request.param, home, moto_server)) as started:
         yield started
 
@@ -98,24 +112,34 @@ def test_a_wrong_token_is_forbidden(server: DevServer) -> None:
     assert "intruder/" not in mounts(hvac_client(server))
 
 
-def test_health_status(client: hvac.Client) -> None:
-    health = client.sys.read_health_status(method="GET")
+def standing_by(server: DevServer) -> bool:
+    """Whether the server is a standby of a cluster (health then answers 429)."""
+    return server.call("GET", "sys/leader").get("is_self") is False
+
+
+def test_health_status(server: DevServer, client: hvac.Client) -> None:
+    standby = standing_by(server)
+    health = client.sys.read_health_status(method="GET", standby_ok=standby)
     assert isinstance(health, dict)
     assert {k: health[k] for k in ("initialized", "sealed", "standby")} == {
         "initialized": True,
         "sealed": False,
-        "standby": False,
+        "standby": standby,
     }
     assert isinstance(health["version"], str) and health["version"]
     assert abs(health["server_time_utc"] - time.time()) < 60
     head = client.sys.read_health_status()  # hvac's default is HEAD
-    assert head.status_code == 200 and head.content == b""
-    assert client.sys.read_health_status(method="GET", active_code=299).status_code == 299
+    assert head.status_code == (429 if standby else 200) and head.content == b""
+    if standby:
+        assert client.sys.read_health_status(method="GET", standby_code=299).status_code == 299
+    else:
+        assert client.sys.read_health_status(method="GET", active_code=299).status_code == 299
 
 
 def test_health_needs_no_token(server: DevServer) -> None:
     anonymous = hvac_client(server, "")
-    assert anonymous.sys.read_health_status(method="GET")["sealed"] is False
+    health = anonymous.sys.read_health_status(method="GET", standby_ok=True)
+    assert health["sealed"] is False
     assert anonymous.sys.read_seal_status()["sealed"] is False
 
 
@@ -129,7 +153,9 @@ def test_seal_status(server: DevServer, client: hvac.Client) -> None:
         "n": 1,
         "progress": 0,
     }
-    assert status["storage_type"] == ("inmem" if "-dev" in server.argv else "file")
+    config = "" if "-dev" in server.argv else (server.home / "server.hcl").read_text()
+    expected = "inmem" if not config else "postgresql" if "postgresql" in config else "file"
+    assert status["storage_type"] == expected
     assert client.sys.is_sealed() is False
     assert client.sys.is_initialized() is True
     assert client.seal_status["sealed"] is False

@@ -151,3 +151,39 @@ def operator_seal(args: Args = None) -> None:
     arguments(args, 0)
     call("write", "sys/seal", error_prefix="Error sealing")
     print("Success! Vault is sealed.")
+
+
+@operator_app.command("migrate", cls=GoCommand)
+def operator_migrate(
+    args: Args = None,
+    config: Annotated[
+        str, typer.Option(help="The migration's file: storage_source, storage_destination.")
+    ] = "",
+) -> None:
+    """Copy a store between storages (file, postgresql) as it is: sealed, no key needed."""
+    arguments(args, 0)
+    if not config:
+        raise CommandFailed("Must specify exactly one config path using -config", 1)
+    from pathlib import Path
+
+    from eventstore import VaultlogError
+    from tools.migrate import load_migrate_config, migrate, progress_on_stderr
+    from tools.server_config import ConfigError
+
+    try:
+        plan = load_migrate_config(Path(config))
+    except ConfigError as exc:  # its message starts with the file's name
+        raise CommandFailed(f"Error loading configuration from {exc}", 1) from None
+    try:
+        with progress_on_stderr() as report:
+            done = migrate(plan, report)
+    except VaultlogError as exc:
+        raise CommandFailed(f"Error migrating: {exc}", 2) from None
+    if done.torn_tail is not None:
+        print(
+            f"Warning: the source ends with an incomplete record at {done.torn_tail.where} "
+            "(a write that never finished, never acknowledged): not copied",
+            file=sys.stderr,
+        )
+    print("Success! All of the keys have been migrated.")
+    print(f"Copied {done.head.seq} records; head {done.head}")
