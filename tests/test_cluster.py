@@ -15,11 +15,12 @@ from collections.abc import Iterator
 from email.message import Message
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from eventstore import PostgresStorage, decode_unseal_key
 from projections import SecretWritten, Store
-from tests.cluster import Cluster
+from tests.cluster import Cluster, postgres_node
 from tests.conftest import VaultCLI, cli_env
 from tests.servers import DevServer
 from tools.bench.postgres import PostgresServer
@@ -266,3 +267,53 @@ def test_the_secret_backends_page_through_a_standby(cluster: Cluster, tmp_path: 
     assert vault("remount", "secret/", "kv/") == "Successfully remounted from 'secret/' to 'kv/'!\n"
     for node in cluster.nodes:  # every node serves what the standby was told
         assert node.call("GET", "kv/hello", token=cluster.token)["data"] == {"value": "world"}
+
+
+def test_step_down_hands_the_active_role_to_another_node(cluster: Cluster) -> None:
+    first = cluster.active()
+    assert first.request("PUT", "sys/step-down", token=cluster.token)[0] == 204
+    deadline = time.monotonic() + 10
+    while cluster.active() is first:
+        assert time.monotonic() < deadline, "no other node took over"
+        time.sleep(0.1)
+    second = cluster.active()
+    second.call("PUT", "secret/after-step-down", {"v": "1"}, cluster.token)
+    assert first.call("GET", "secret/after-step-down", token=cluster.token)["data"] == {"v": "1"}
+
+
+def test_without_ha_a_second_node_cannot_unseal(tmp_path: Path, pg_url: str) -> None:
+    nodes = Cluster([postgres_node(tmp_path / f"n{i}", pg_url, ha=False) for i in range(2)])
+    try:
+        for node in nodes.nodes:
+            node.start()
+        answer = nodes.nodes[0].call("PUT", "sys/init", {"secret_shares": 1, "secret_threshold": 1})
+        nodes.nodes[0].call("PUT", "sys/unseal", {"key": answer["keys_base64"][0]})
+        status, refused = nodes.nodes[1].request(
+            "PUT", "sys/unseal", {"key": answer["keys_base64"][0]}
+        )
+        assert (status, refused) == (
+            400,
+            {"errors": ["another server serves this store (set ha_enabled to stand by)"]},
+        )
+        assert nodes.nodes[1].request("GET", "sys/health")[0] == 503
+    finally:
+        nodes.stop()
+
+
+def test_no_secret_and_no_token_is_in_the_database_files_in_plaintext(
+    cluster: Cluster, postgres: PostgresServer, pg_url: str
+) -> None:
+    secret = "plaintext-never-on-disk-" + "7" * 12
+    standby = cluster.standbys()[0]
+    standby.call("PUT", "secret/hidden", {"value": secret}, cluster.token)
+    created = standby.call("PUT", "auth/token/create", {"policies": ["default"]}, cluster.token)
+    token = created["auth"]["client_token"]
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
+    places = [postgres.data, *(node.home for node in cluster.nodes)]
+    for place in places:
+        for path in place.rglob("*"):
+            if path.is_file():
+                data = path.read_bytes()
+                for needle in (secret, token, cluster.token, cluster.keys[0]):
+                    assert needle.encode() not in data, (needle[:8], path)

@@ -187,6 +187,25 @@ def test_config_files_in_vaults_shape() -> None:
         None,
         "https://127.0.0.1:1",
     )
+    postgres = parse_config(
+        """
+        storage "postgresql" {
+          connection_url = "postgresql://vault:pw@db:5432/vault"
+          ha_enabled = "true"
+          cache_path = "/var/cache/vaultlog"
+        }
+        api_addr = "http://10.0.0.5:8200"
+        listener "tcp" { tls_disable = 1 }
+        """,
+        "v.hcl",
+    )
+    assert (postgres.storage, postgres.ha_enabled, postgres.path, postgres.advertised) == (
+        "postgresql",
+        True,
+        Path("/var/cache/vaultlog"),
+        "http://10.0.0.5:8200",
+    )
+    assert postgres.connection_url == "postgresql://vault:pw@db:5432/vault"
 
 
 @pytest.mark.parametrize(
@@ -204,6 +223,16 @@ def test_config_files_in_vaults_shape() -> None:
         (
             'storage "inmem" {}\nlistener "tcp" { tls_disable = 1 }\nmax_lease_ttl = "forever"',
             "invalid duration",
+        ),
+        ('storage "postgresql" {}\nlistener "tcp" { tls_disable = 1 }', "needs a connection_url"),
+        (
+            'storage "postgresql" { connection_url = "postgresql://x"\ntable = "t" }\n'
+            'listener "tcp" { tls_disable = 1 }',
+            "unknown storage \"postgresql\" key 'table'",
+        ),
+        (
+            'storage "inmem" {}\napi_addr = "127.0.0.1:8200"\nlistener "tcp" { tls_disable = 1 }',
+            "api_addr must be a URL",
         ),
     ],
 )

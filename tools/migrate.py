@@ -189,15 +189,11 @@ def migrate(config: MigrateConfig, report: Reporter | None = None) -> Migrated:
     try:
         if source.named(KEYRING_FILE) is None:  # before locking: it may be no store at all
             raise MigrationError(f"there is no store in {config.source} (no keyring)")
+        _refuse_a_store(destination, config.destination)  # before its locks are touched
         source.hold("source")
         named = {name: source.named(name) for name in NAMED}
         destination.hold("destination")
-        held = destination.what_it_holds()
-        if held:
-            raise MigrationError(
-                f"the destination {config.destination} is not empty (it holds {held}); "
-                "nothing was changed"
-            )
+        _refuse_a_store(destination, config.destination)  # and under them
         expected = source.last_seq() if report is not None else 0
         started = time.perf_counter()
         copied = _Copied(source.frames(), expected, report)
@@ -230,6 +226,14 @@ def migrate(config: MigrateConfig, report: Reporter | None = None) -> Migrated:
     finally:
         destination.release()
         source.release()
+
+
+def _refuse_a_store(destination: _Side, where: StorageConfig) -> None:
+    held = destination.what_it_holds()
+    if held:
+        raise MigrationError(
+            f"the destination {where} is not empty (it holds {held}); nothing was changed"
+        )
 
 
 def _same_place(a: StorageConfig, b: StorageConfig) -> bool:
@@ -378,6 +382,10 @@ class _Files:
             raise MigrationError(_os_message(f"cannot read {self.directory / name}", exc)) from None
 
     def what_it_holds(self) -> str:
+        if not self.directory.exists():
+            return ""
+        if not self.directory.is_dir():
+            raise MigrationError(f"{self.directory} is not a directory")
         for name in (KEYRING_FILE, SEAL_FILE, SNAPSHOT_DIR, INDEX_FILE, RUN_FILE):
             if (self.directory / name).exists():
                 return name
