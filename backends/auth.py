@@ -34,6 +34,7 @@ SUDO_PATHS = (
     "sys/rotate",
     "sys/rotate/*",
     "sys/seal",
+    "sys/step-down",
     "sys/revoke-prefix/*",
     "sys/revoke-force/*",
     "sys/leases",

@@ -107,18 +107,23 @@ def test_a_store_goes_to_postgresql_and_back_unchanged(
     # The same history and state, on PostgreSQL and on the file store it came back to.
     key = vault.unseal_key()
     events = vault.events()
-    in_pg = Store.open_postgres(storage, key, write=False)
-    again = Store.open(back, key, write=False)
+    stores = [
+        Store.open(vault.data_dir, key, write=False),
+        Store.open_postgres(storage, key, write=False),
+        Store.open(back, key, write=False),
+    ]
     try:
-        assert list(in_pg.events()) == events == list(again.events())
-        assert in_pg.state.mounts == again.state.mounts
-        assert in_pg.state.data == again.state.data
+        for store in stores:
+            assert list(store.events()) == events
+            assert store.state.mounts == stores[0].state.mounts
+            assert store.state.data == stores[0].state.data
+            assert store.state.removed == stores[0].state.removed
     finally:
-        in_pg.close()
-        again.close()
+        for store in stores:
+            store.close()
 
     copy = elsewhere(vault, back)
-    assert copy("read", "-field=password", "secret/db") == "second"
+    assert copy("read", "-field=password", "secret/db") == "second\n"
     assert copy("list", "secret/") == "Keys\n----\ndb\n"
     assert "generic/" not in copy("mounts")
     assert copy("audit", "verify", f"-against={source_head}").startswith("Verified")
