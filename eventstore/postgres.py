@@ -72,6 +72,8 @@ class PostgresStorage:
     def __init__(self, url: str, *, connect_timeout: float = CONNECT_TIMEOUT) -> None:
         self.url, self.connect_timeout = url, connect_timeout
         self._schema_ready = False
+        self._conn: psycopg.Connection[Any] | None = None  # for ``run``
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:  # the URL may carry a password: never shown
         return "PostgresStorage(...)"
@@ -97,15 +99,40 @@ class PostgresStorage:
         return conn
 
     def run(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """One statement on a connection of its own; its rows."""
-        conn = self.connect()
-        try:
-            cursor = conn.execute(query, params)
-            return cursor.fetchall() if cursor.description else []
-        except psycopg.Error as exc:
-            raise UnavailableError(f"PostgreSQL failed: {_reason(exc)}") from None
-        finally:
-            conn.close()
+        """One statement on the storage's own connection (made again if it broke); its
+        rows. For small statements: metadata, the leader, the lock's state."""
+        with self._lock:
+            for attempt in (1, 2):
+                if self._conn is None or self._conn.closed:
+                    self._conn = self.connect()
+                try:
+                    cursor = self._conn.execute(query, params)
+                    return cursor.fetchall() if cursor.description else []
+                except psycopg.OperationalError as exc:
+                    self._conn.close()
+                    self._conn = None
+                    if attempt == 2:
+                        raise UnavailableError(f"PostgreSQL failed: {_reason(exc)}") from None
+                except psycopg.Error as exc:
+                    raise UnavailableError(f"PostgreSQL failed: {_reason(exc)}") from None
+        raise AssertionError("unreachable")
+
+    def writer_lock_free(self) -> bool:
+        """Whether no session holds the writer lock now (a standby's cheap look before it
+        tries to take the lock)."""
+        rows = self.run(
+            "SELECT NOT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"
+            " AND granted AND database = (SELECT oid FROM pg_database"
+            " WHERE datname = current_database()) AND classid = %s AND objid = %s)",
+            (WRITER_LOCK >> 32, WRITER_LOCK & 0xFFFFFFFF),
+        )
+        return bool(rows[0][0])
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
     # ---- named values, replaced by compare-and-swap ----------------------------------------
 

@@ -74,6 +74,7 @@ class PostgresSeal(Seal):
         self._active_since = ""
         self._hold_back_until = 0.0
         self._checked = 0.0
+        self._leader = ""  # the active node's api_addr, as last read
         if cache is not None:
             cache.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._guard = WriterLock(cache, SERVER_LOCK)
@@ -170,6 +171,10 @@ class PostgresSeal(Seal):
                         core.store.close()
             self._forget()
 
+    def close(self) -> None:
+        super().close()
+        self.storage.close()
+
     def _forget(self) -> None:
         self._key = b""
         if self._follower is not None:
@@ -215,7 +220,8 @@ class PostgresSeal(Seal):
                     )
                 with self._follower.lock:
                     self._follower.catch_up()
-                if time.monotonic() < self._hold_back_until:
+                self._leader = self._read_leader()
+                if time.monotonic() < self._hold_back_until or not self.storage.writer_lock_free():
                     return
                 store = self._take_over()
             except (StoreLockedError, UnavailableError):
@@ -244,13 +250,17 @@ class PostgresSeal(Seal):
                 print(f"[ERROR] core: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
 
     def leader_address(self) -> str:
+        """The active node's address, as last read (every step of a standby)."""
+        if not self._leader:
+            self._leader = self._read_leader()
+        return self._leader
+
+    def _read_leader(self) -> str:
         try:
             found = self.storage.meta(LEADER)
         except UnavailableError:
             return ""
-        if found is None:
-            return ""
-        return str(json.loads(found[1]).get("address", ""))
+        return str(json.loads(found[1]).get("address", "")) if found else ""
 
     def leader(self) -> dict[str, Any]:
         active = self.core is not None
