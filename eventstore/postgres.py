@@ -51,6 +51,11 @@ _SCHEMA_LOCK = WRITER_LOCK + 1
 PLACE = "postgresql"  # what error messages name as the place of a record
 READ_BATCH = 2000  # records fetched per query while scanning
 CONNECT_TIMEOUT = 5  # seconds
+_INSERT = (
+    f"WITH added AS (INSERT INTO {RECORDS} (seq, raw)"
+    " SELECT * FROM unnest(%s::bigint[], %s::bytea[]) RETURNING 1)"
+    " SELECT pg_notify(%s, %s) FROM (SELECT 1 FROM added LIMIT 1) AS one"
+)
 _LAST = f"SELECT seq, raw FROM {RECORDS} ORDER BY seq DESC LIMIT 1"
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS {RECORDS} (seq bigint PRIMARY KEY, raw bytea NOT NULL);
@@ -358,10 +363,11 @@ class PostgresLog(LogBase):
                 self._durable = target
 
     def _commit(self, batch: list[tuple[int, bytes]]) -> None:
+        """The batch and its notification in one statement: one round trip, one
+        transaction (an autocommit statement is atomic)."""
         assert self._conn is not None
-        with self._conn.transaction(), self._conn.cursor() as cur:
-            cur.executemany(f"INSERT INTO {RECORDS} (seq, raw) VALUES (%s, %s)", batch)
-            cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(batch[-1][0])))
+        seqs, raws = [seq for seq, _ in batch], [raw for _, raw in batch]
+        self._conn.execute(_INSERT, (seqs, raws, CHANNEL, str(seqs[-1])))
 
     def _check_broken(self) -> None:
         if self._broken:

@@ -45,6 +45,7 @@ from projections.store import new_id
 from tools.seal import SEAL_FILE, SERVER_LOCK, Seal, read_shape, shape_json
 
 FOLLOW_EVERY = 0.25  # seconds between a standby's catch-up reads and lock attempts
+STEP_AT_MOST = 0.1  # seconds: the most often a node steps, however often others commit
 LEADER = "leader"  # the meta row naming the active node
 HOLD_BACK = 3.0  # seconds a node that stepped down leaves the lock to the others
 FORWARD_TIMEOUT = 60.0
@@ -116,10 +117,10 @@ class PostgresSeal(Seal):
     # ---- init, unseal, seal ----------------------------------------------------------------
 
     def _create(self, root_key: bytes, shares: int, threshold: int) -> Store:
-        try:
-            self.storage.swap_meta(SEAL_FILE, shape_json(shares, threshold), 0)
-        except StoreError:
-            raise InvalidRequestError("Vault is already initialized") from None
+        if self.storage.meta(KEYRING_FILE) is not None:
+            raise InvalidRequestError("Vault is already initialized")
+        # A shape left by an init that failed before the keyring was made is replaced.
+        self.storage.set_meta(SEAL_FILE, shape_json(shares, threshold))
         return Store.open_postgres(
             self.storage, root_key, write=True, cache=self.cache, lock_timeout=5
         )
@@ -242,8 +243,15 @@ class PostgresSeal(Seal):
             print("[INFO] core: this node is active", file=sys.stderr, flush=True)
 
     def run(self, stopping: threading.Event) -> None:
-        """Step at every commit anyone makes, and at least every ``FOLLOW_EVERY``."""
-        for _ in wait_for_appends(self.storage, stopping, FOLLOW_EVERY):
+        """Step at the commits anyone makes (at most every ``STEP_AT_MOST``: a standby
+        catches up in batches, not record by record, so it leaves the cores to the active
+        node), and at least every ``FOLLOW_EVERY``."""
+        last = 0.0
+        for seq in wait_for_appends(self.storage, stopping, FOLLOW_EVERY):
+            now = time.monotonic()
+            if seq and now - last < STEP_AT_MOST:
+                continue
+            last = now
             try:
                 self.step()
             except Exception as exc:  # said; the next turn tries again
@@ -295,32 +303,55 @@ def index_asked(header: str) -> int:
 # ---- forwarding --------------------------------------------------------------------------
 
 
-def forward(
-    leader: str, method: str, target: str, headers: dict[str, str], body: bytes
-) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-    """Send a request on to the active node at ``leader``; its status, body and headers.
-    ``UnavailableError`` if it cannot be reached."""
+_held = threading.local()  # each forwarding thread's connection to the active node
+REUSE_IDLE = 10.0  # seconds a forwarding connection may idle and still be used (< keep-alive)
+
+
+def _connection(leader: str) -> http.client.HTTPConnection:
+    """This thread's connection to ``leader``, kept alive between requests."""
+    held = getattr(_held, "connection", None)
+    if held is not None:
+        address, conn, used = held
+        if address == leader and time.monotonic() - used < REUSE_IDLE:
+            return conn  # type: ignore[no-any-return]
+        conn.close()
     place = urlsplit(leader)
     connection_type = (
         http.client.HTTPSConnection if place.scheme == "https" else http.client.HTTPConnection
     )
+    conn = connection_type(place.hostname or "127.0.0.1", place.port, timeout=FORWARD_TIMEOUT)
+    _held.connection = (leader, conn, time.monotonic())
+    return conn
+
+
+def forward(
+    leader: str, method: str, target: str, headers: dict[str, str], body: bytes
+) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """Send a request on to the active node at ``leader``; its status, body and headers.
+    ``UnavailableError`` if it cannot be reached (never sent twice: a request that failed
+    may have been served)."""
     sent = {k: v for k, v in headers.items() if k not in _HOP_HEADERS}
     sent[FORWARDED] = "1"
     if body:
         sent["content-length"] = str(len(body))
-    conn = connection_type(place.hostname or "127.0.0.1", place.port, timeout=FORWARD_TIMEOUT)
+    conn = _connection(leader)
     try:
         conn.request(method, target, body=body or None, headers=sent)
         answer = conn.getresponse()
         payload = answer.read()
-        kept = [
-            (name.lower().encode("latin-1"), value.encode("latin-1"))
-            for name, value in answer.getheaders()
-            if name.lower() in ("content-type", "cache-control", "x-vault-index", "location")
-        ]
-        return answer.status, payload, kept
     except (OSError, http.client.HTTPException) as exc:
+        conn.close()
+        _held.connection = None
         reason = getattr(exc, "strerror", None) or type(exc).__name__
         raise UnavailableError(f"the active node cannot be reached ({reason})") from None
-    finally:
+    if answer.will_close:
         conn.close()
+        _held.connection = None
+    else:
+        _held.connection = (leader, conn, time.monotonic())
+    kept = [
+        (name.lower().encode("latin-1"), value.encode("latin-1"))
+        for name, value in answer.getheaders()
+        if name.lower() in ("content-type", "cache-control", "x-vault-index", "location")
+    ]
+    return answer.status, payload, kept
