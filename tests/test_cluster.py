@@ -20,6 +20,7 @@ import pytest
 
 from eventstore import PostgresStorage, decode_unseal_key
 from projections import SecretWritten, Store
+from projections.events import TokenRevoked
 from tests.cluster import Cluster, postgres_node
 from tests.conftest import VaultCLI, cli_env
 from tests.servers import DevServer
@@ -317,3 +318,32 @@ def test_no_secret_and_no_token_is_in_the_database_files_in_plaintext(
                 data = path.read_bytes()
                 for needle in (secret, token, cluster.token, cluster.keys[0]):
                     assert needle.encode() not in data, (needle[:8], path)
+
+
+def test_only_the_active_node_reaps_what_expires(cluster: Cluster, pg_url: str) -> None:
+    standby = cluster.standbys()[0]
+    created = [
+        standby.call(
+            "PUT", "auth/token/create", {"ttl": "1s", "policies": ["default"]}, cluster.token
+        )
+        for _ in range(3)
+    ]
+    assert all(c["auth"]["lease_duration"] == 1 for c in created)
+    time.sleep(3.5)  # the active node's timer runs every second; standbys have none
+    store = Store.open_postgres(
+        PostgresStorage(pg_url), decode_unseal_key(cluster.keys[0]), write=False
+    )
+    try:
+        expired = [
+            e.token_id
+            for e in store.events()
+            if isinstance(e, TokenRevoked) and e.reason == "expired"
+        ]
+    finally:
+        store.close()
+    assert len(expired) == 3 == len(set(expired))
+    for c in created:
+        status, _ = standby.request(
+            "GET", "auth/token/lookup-self", token=c["auth"]["client_token"]
+        )
+        assert status == 403
