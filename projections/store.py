@@ -226,7 +226,6 @@ class Store:
             if cache is not None:
                 store._refuse_a_shortened_log()
             if follower is not None and follower._state is not None:
-                follower._reload_keyring_if_changed()
                 store._state, store._snapshot_seq = follower._state, follower._snapshot_seq
                 store._head_hint = follower._head_hint
                 follower._state = None  # the writer's from now on
@@ -243,9 +242,14 @@ class Store:
             self._replay()
             return 0
         self._reload_keyring_if_changed()
-        state, count = self._state, 0
-        for record in self.log.records(state.seq + 1):
-            apply(state, decode(record))
+        return self._fold_new()
+
+    def _fold_new(self) -> int:
+        """Fold the records after the state into it; how many."""
+        assert self._state is not None
+        count = 0
+        for record in self.log.records(self._state.seq + 1):
+            apply(self._state, decode(record))
             self._head_hint, count = record.hint, count + 1
         return count
 
@@ -263,9 +267,7 @@ class Store:
         if self._state is None:
             self._replay()
         else:  # handed over by a follower: the records after it only
-            for record in self.log.records(self._state.seq + 1):
-                apply(self._state, decode(record))
-                self._head_hint = record.hint
+            self._fold_new()
         if self.directory is not None:
             self._indexer = IndexWriter.open(self.directory, self.keyring.audit_key, self.log)
         if self.state.seq == 0:  # new, or a first use that crashed before its mounts
