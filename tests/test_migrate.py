@@ -18,7 +18,7 @@ from eventstore.lock import WriterLock
 from eventstore.postgres import WRITER_LOCK
 from projections import Store
 from tests.conftest import VaultCLI, vault_executable
-from tools.seal import SERVER_LOCK
+from tools.seal import SERVER_LOCK, shape_json
 
 SUCCESS = "Success! All of the keys have been migrated."
 
@@ -75,6 +75,7 @@ def test_a_store_goes_to_postgresql_and_back_unchanged(
     vault: VaultCLI, pg_url: str, tmp_path: Path
 ) -> None:
     with_history(vault)
+    (vault.data_dir / "seal.json").write_bytes(shape_json(1, 1))  # as a server keeps it
     source_head = vault("audit", "verify").split("head ")[1].strip()
     to_pg = write_config(tmp_path, side("file", vault.data_dir), side("postgresql", pg_url))
     assert succeeded(migrate(vault, to_pg)) == source_head
@@ -92,17 +93,18 @@ def test_a_store_goes_to_postgresql_and_back_unchanged(
     )
     assert succeeded(migrate(vault, json_config)) == source_head
 
-    # The records byte for byte, the keyring as it was; no cache copied.
+    # The records byte for byte, the keyring and the seal's shape as they were.
     segments = sorted(p.name for p in vault.data_dir.glob("*.seg"))
     assert sorted(p.name for p in back.glob("*.seg")) == segments
-    for name in [*segments, "keyring"]:
+    for name in [*segments, "keyring", "seal.json"]:
         assert (back / name).read_bytes() == (vault.data_dir / name).read_bytes()
-    assert not (back / "seal.json").exists() and not (back / ".migrating").exists()
+    assert not (back / ".migrating").exists()
     storage = PostgresStorage(pg_url)
     rows = storage.run("SELECT raw FROM vaultlog_records ORDER BY seq")
     data = (vault.data_dir / segments[0]).read_bytes()
     assert b"".join(bytes(raw) for (raw,) in rows) == data[8:]  # after the segment magic
     assert storage.meta("keyring") == (1, (vault.data_dir / "keyring").read_bytes())
+    assert storage.meta("seal.json") == (1, shape_json(1, 1))
 
     # The same history and state, on PostgreSQL and on the file store it came back to.
     key = vault.unseal_key()
@@ -159,7 +161,7 @@ def test_a_destination_holding_a_store_is_refused_and_left_alone(
     [
         (
             'storage_source "file" { path = "/a" }\nstorage_destination "file" { path = "/b" }\n'
-            'telemetry { x = 1 }\n',
+            "telemetry { x = 1 }\n",
             "unknown key 'telemetry'",
         ),
         (
@@ -198,8 +200,9 @@ def test_a_bad_configuration_is_one_line_naming_the_file(
 def test_without_a_configuration_it_says_so(vault: VaultCLI, tmp_path: Path) -> None:
     missing = one_line_error(vault.run("operator", "migrate"), 1)
     assert missing == "Must specify exactly one config path using -config"
-    line = one_line_error(migrate(vault, tmp_path / "nope.hcl"), 1)
-    assert line == f"Error loading configuration from {tmp_path / 'nope.hcl'}: No such file or directory"
+    nope = tmp_path / "nope.hcl"
+    line = one_line_error(migrate(vault, nope), 1)
+    assert line == f"Error loading configuration from {nope}: No such file or directory"
 
 
 def test_a_damaged_source_fails_and_leaves_the_destination_empty(
@@ -225,6 +228,25 @@ def test_a_damaged_source_fails_and_leaves_the_destination_empty(
     assert sorted(p.name for p in copy.iterdir()) == ["lock", "server.lock"]
 
 
+def test_a_torn_last_record_is_not_copied_and_said(vault: VaultCLI, tmp_path: Path) -> None:
+    vault("write", "secret/a", "x=1")
+    vault("write", "secret/b", "y=2")
+    (segment,) = vault.data_dir.glob("*.seg")
+    whole = vault.events()
+    with open(segment, "r+b") as f:  # a write cut short: never acknowledged
+        f.truncate(segment.stat().st_size - 5)
+    config = write_config(tmp_path, side("file", vault.data_dir), side("file", tmp_path / "c"))
+    done = migrate(vault, config)
+    assert done.returncode == 0
+    assert done.stdout.splitlines()[0] == SUCCESS
+    assert f"Copied {len(whole) - 1} records; head {len(whole) - 1}:" in done.stdout
+    (warning,) = done.stderr.splitlines()
+    assert warning.startswith(
+        f"Warning: the source ends with an incomplete record at segment {segment.name} at offset "
+    )
+    assert warning.endswith("(a write that never finished, never acknowledged): not copied")
+
+
 def test_a_store_in_use_is_refused(vault: VaultCLI, pg_url: str, tmp_path: Path) -> None:
     vault("write", "secret/x", "a=b")
     to_pg = write_config(tmp_path, side("file", vault.data_dir), side("postgresql", pg_url))
@@ -235,8 +257,8 @@ def test_a_store_in_use_is_refused(vault: VaultCLI, pg_url: str, tmp_path: Path)
     finally:
         server.release()
     assert line == (
-        f"Error migrating: the source {vault.data_dir} is in use (a server or a vault command "
-        f"holds its server.lock, pid {os.getpid()}): stop it before migrating"
+        f"Error migrating: the source {vault.data_dir} is in use: a server holds its "
+        f"server.lock (pid {os.getpid()}); stop it before migrating"
     )
     assert PostgresStorage(pg_url).is_empty()
 
@@ -246,7 +268,7 @@ def test_a_store_in_use_is_refused(vault: VaultCLI, pg_url: str, tmp_path: Path)
         active.execute("SELECT pg_advisory_lock(%s)", (WRITER_LOCK,))
         line = one_line_error(migrate(vault, back), 2)
     assert line.startswith("Error migrating: the source postgresql://")
-    assert line.endswith("is in use (a server holds its writer lock): stop it before migrating")
+    assert line.endswith("is in use: a server holds its writer lock; stop it before migrating")
     assert not (tmp_path / "back").exists()
 
 

@@ -275,25 +275,32 @@ class _Copied:
     def batches(self) -> Iterator[list[tuple[int, bytes]]]:
         batch: list[tuple[int, bytes]] = []
         size = done = 0
+        frame: Frame | None = None
+        pack = PREFIX.pack
         for frame in self.frames:
             payload = frame.payload
             # The frame was checked: its prefix is this length and this checksum, so these
             # are the record's bytes as they were stored (the read-back proves it).
-            raw = PREFIX.pack(len(payload), crc32c(payload)) + payload
+            raw = pack(len(payload), crc32c(payload)) + payload
             batch.append((frame.header.seq, raw))
             size += len(raw)
-            self.head = Head(frame.header.seq, frame.hash, frame.header.timestamp)
             if len(batch) >= BATCH_RECORDS or size >= BATCH_BYTES:
+                self._reached(frame)
                 yield batch
                 done += len(batch)
                 if self.report is not None:
                     self.report("copying", done, self.expected)
                 batch, size = [], 0
+        if frame is not None:
+            self._reached(frame)
         if batch:
             yield batch
             done += len(batch)
         if self.report is not None:
             self.report("copying", done, self.expected)
+
+    def _reached(self, frame: Frame) -> None:
+        self.head = Head(frame.header.seq, frame.hash, frame.header.timestamp)
 
 
 # ---- the two storages --------------------------------------------------------------------
@@ -364,9 +371,10 @@ class _Files:
                 self._locks.append(lock)
         except StoreLockedError:
             holder = (self.directory / name).read_text(errors="replace").strip() or "?"
+            who = "a server" if name == SERVER_LOCK else "a writer (a server or a vault command)"
             raise MigrationError(
-                f"the {role} {self.directory} is in use (a server or a vault command holds "
-                f"its {name}, pid {holder}): stop it before migrating"
+                f"the {role} {self.directory} is in use: {who} holds its {name} "
+                f"(pid {holder}); stop it before migrating"
             ) from None
         except OSError as exc:
             raise MigrationError(
@@ -500,7 +508,7 @@ class _Database:
         if not (row and row[0]):
             conn.close()
             raise MigrationError(
-                f"the {role} {self.config} is in use (a server holds its writer lock): "
+                f"the {role} {self.config} is in use: a server holds its writer lock; "
                 "stop it before migrating"
             )
         self._conn = conn
@@ -575,6 +583,7 @@ class _Database:
             if closing is not None:
                 closing.close()  # the session's advisory lock goes with its connection
         self._log, self._conn = None, None
+        self.storage.close()
 
 
 def _os_message(what: str, exc: OSError) -> str:
