@@ -182,7 +182,7 @@ def test_a_destination_holding_a_store_is_refused_and_left_alone(
             'storage_source "consul" { path = "/a" }\nstorage_destination "file" { path = "/b" }\n',
             'storage_source "consul" is not supported (file, postgresql)',
         ),
-        ('storage_source "file" { path = "/a" }\n', 'exactly one "storage_destination" block'),
+        ('storage_source "file" { path = "/a" }\n', "exactly one 'storage_destination' block"),
         ('storage_source "file" { path = = }', "invalid HCL"),
         ('{"storage_source": {"file": {"path": "/a"}}, "extra": 1}', "unknown key 'extra'"),
     ],

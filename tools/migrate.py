@@ -55,7 +55,7 @@ from projections.snapshot import SNAPSHOT_DIR
 from projections.sortedrun import RUN_FILE
 from projections.versions import INDEX_FILE
 from tools.seal import SEAL_FILE, SERVER_LOCK
-from tools.server_config import ConfigError
+from tools.server_config import ConfigError, one_block, postgres_storage
 
 __all__ = [
     "MigrateConfig",
@@ -70,8 +70,6 @@ __all__ = [
 ]
 
 _TOP_KEYS = {"storage_source", "storage_destination", "cluster_addr"}
-_FILE_KEYS = {"path"}
-_POSTGRES_KEYS = {"connection_url", "ha_enabled", "cache_path", "max_parallel"}
 NAMED = (SEAL_FILE, KEYRING_FILE)  # what a store holds beside its records; the keyring last
 STAGING = ".migrating"  # a file destination's records, until the copy is whole
 BATCH_RECORDS = 10_000  # records written at once, at most
@@ -136,35 +134,26 @@ def parse_migrate_config(text: str, name: str) -> MigrateConfig:
 
 
 def _storage(raw: dict[str, Any], stanza: str, name: str) -> StorageConfig:
-    """``stanza "TYPE" { ... }``: parsed as ``{stanza: {TYPE: {...}}}`` (JSON may wrap
-    that object in a list)."""
-    found = raw.get(stanza)
-    blocks = found if isinstance(found, list) else [found]
-    if len(blocks) != 1 or not isinstance(blocks[0], dict) or len(blocks[0]) != 1:
-        raise ConfigError(f'{name}: exactly one "{stanza}" block is required')
-    ((kind, body),) = blocks[0].items()
-    if not isinstance(body, dict):
-        raise ConfigError(f'{name}: {stanza} "{kind}" must be a block')
-    if kind not in ("file", "postgresql"):
+    """``stanza "TYPE" { ... }``, its keys as ``vault server`` takes them."""
+    kind, body = one_block(raw, (stanza,), name)
+    if kind == "postgresql":
+        url = postgres_storage(body, name, stanza)[0]
+        try:
+            conninfo_to_dict(url)
+        except psycopg.Error:
+            raise ConfigError(
+                f'{name}: {stanza} "postgresql": connection_url is not a URL'
+            ) from None
+        return StorageConfig("postgresql", connection_url=url)
+    if kind != "file":
         raise ConfigError(f'{name}: {stanza} "{kind}" is not supported (file, postgresql)')
-    unknown = sorted(set(body) - (_FILE_KEYS if kind == "file" else _POSTGRES_KEYS))
+    unknown = sorted(set(body) - {"path"})
     if unknown:
-        raise ConfigError(f'{name}: unknown {stanza} "{kind}" key {unknown[0]!r}')
-    if kind == "file":
-        path = body.get("path")
-        if not isinstance(path, str) or not path:
-            raise ConfigError(f'{name}: {stanza} "file" needs a path')
-        return StorageConfig("file", path=Path(path).expanduser())
-    url = body.get("connection_url") or os.environ.get("VAULT_PG_CONNECTION_URL", "")
-    if not isinstance(url, str) or not url.startswith(("postgres://", "postgresql://")):
-        raise ConfigError(
-            f'{name}: {stanza} "postgresql" needs a connection_url (postgresql://...)'
-        )
-    try:
-        conninfo_to_dict(url)
-    except psycopg.Error:
-        raise ConfigError(f'{name}: {stanza} "postgresql": connection_url is not a URL') from None
-    return StorageConfig("postgresql", connection_url=url)
+        raise ConfigError(f'{name}: unknown {stanza} "file" key {unknown[0]!r}')
+    path = body.get("path")
+    if not isinstance(path, str) or not path:
+        raise ConfigError(f'{name}: {stanza} "file" needs a path')
+    return StorageConfig("file", path=Path(path).expanduser())
 
 
 # ---- migrating ---------------------------------------------------------------------------

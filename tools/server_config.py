@@ -107,7 +107,7 @@ def parse_config(text: str, name: str) -> ServerConfig:
     }
     if unknown - _IGNORED:
         raise ConfigError(f"{name}: unknown key {sorted(unknown - _IGNORED)[0]!r}")
-    storage_type, storage = _one_block(raw, ("storage", "backend"), name)
+    storage_type, storage = one_block(raw, ("storage", "backend"), name)
     url, ha = "", False
     if storage_type == "file":
         if not isinstance(storage.get("path"), str) or not storage["path"]:
@@ -116,7 +116,7 @@ def parse_config(text: str, name: str) -> ServerConfig:
     elif storage_type == "inmem":
         path = None
     elif storage_type == "postgresql":
-        url, ha, path = _postgres(storage, name)
+        url, ha, path = postgres_storage(storage, name)
     else:
         raise ConfigError(
             f'{name}: storage "{storage_type}" is not supported (file, inmem, postgresql)'
@@ -144,17 +144,21 @@ def parse_config(text: str, name: str) -> ServerConfig:
     )
 
 
-def _postgres(storage: dict[str, Any], name: str) -> tuple[str, bool, Path | None]:
-    """``storage "postgresql"``: its URL, whether HA is on, and the node's cache."""
+def postgres_storage(
+    storage: dict[str, Any], name: str, stanza: str = "storage"
+) -> tuple[str, bool, Path | None]:
+    """``storage "postgresql"`` (or another ``stanza``'s): its URL, whether HA is on, and
+    the node's cache."""
+    where = f'{name}: {stanza} "postgresql"'
     unknown = set(storage) - _POSTGRES_KEYS
     if unknown:
-        raise ConfigError(f'{name}: unknown storage "postgresql" key {sorted(unknown)[0]!r}')
+        raise ConfigError(f'{name}: unknown {stanza} "postgresql" key {sorted(unknown)[0]!r}')
     url = storage.get("connection_url") or os.environ.get("VAULT_PG_CONNECTION_URL", "")
     if not isinstance(url, str) or not url.startswith(("postgres://", "postgresql://")):
-        raise ConfigError(f'{name}: storage "postgresql" needs a connection_url (postgresql://...)')
+        raise ConfigError(f"{where} needs a connection_url (postgresql://...)")
     cache = storage.get("cache_path")
     if cache is not None and (not isinstance(cache, str) or not cache):
-        raise ConfigError(f'{name}: storage "postgresql": cache_path must be a directory')
+        raise ConfigError(f"{where}: cache_path must be a directory")
     ha = str(storage.get("ha_enabled", "false")).lower() in ("1", "true")
     return url, ha, Path(cache).expanduser() if cache else None
 
@@ -166,7 +170,7 @@ def _parse(text: str, name: str) -> dict[str, Any]:
         raise ConfigError(f"{name}: {exc}") from None
 
 
-def _one_block(raw: dict[str, Any], names: tuple[str, ...], name: str) -> tuple[str, dict]:
+def one_block(raw: dict[str, Any], names: tuple[str, ...], name: str) -> tuple[str, dict]:
     """The single labelled block under one of ``names``: ``storage "file" {...}`` parses
     to ``{"storage": {"file": {...}}}`` (JSON configs may use a list of such objects)."""
     found = [raw[n] for n in names if n in raw]
@@ -182,7 +186,7 @@ def _one_block(raw: dict[str, Any], names: tuple[str, ...], name: str) -> tuple[
 
 
 def _listener(raw: dict[str, Any], name: str) -> Listener:
-    kind, body = _one_block(raw, ("listener",), name)
+    kind, body = one_block(raw, ("listener",), name)
     if kind != "tcp":
         raise ConfigError(f'{name}: listener "{kind}" is not supported (tcp)')
     unknown = set(body) - _LISTENER_KEYS
