@@ -270,9 +270,14 @@ def test_the_secret_backends_page_through_a_standby(cluster: Cluster, tmp_path: 
         assert node.call("GET", "kv/hello", token=cluster.token)["data"] == {"value": "world"}
 
 
-def test_step_down_hands_the_active_role_to_another_node(cluster: Cluster) -> None:
+def test_step_down_hands_the_active_role_to_another_node(cluster: Cluster, tmp_path: Path) -> None:
     first = cluster.active()
-    assert first.request("PUT", "sys/step-down", token=cluster.token)[0] == 204
+    client = tmp_path / "client"
+    client.mkdir()
+    env = {**cli_env(client), "VAULT_ADDR": first.addr, "VAULT_TOKEN": cluster.token}
+    assert (
+        VaultCLI(client, env)("operator", "step-down") == f"Success! Stepped down: {first.addr}\n"
+    )
     deadline = time.monotonic() + 10
     while cluster.active() is first:
         assert time.monotonic() < deadline, "no other node took over"

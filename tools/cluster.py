@@ -259,9 +259,9 @@ class PostgresSeal(Seal):
 
     def leader_address(self) -> str:
         """The active node's address, as last read (every step of a standby)."""
-        if not self._leader:
+        if not self._leader or self._leader == self.api_addr:  # not yet known, or stale
             self._leader = self._read_leader()
-        return self._leader
+        return "" if self._leader == self.api_addr else self._leader
 
     def _read_leader(self) -> str:
         try:

@@ -3,6 +3,7 @@ OpenBao 2.7.2's CLI prints them: the key shares and root token once, the seal st
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated, Any
 
@@ -151,6 +152,14 @@ def operator_seal(args: Args = None) -> None:
     arguments(args, 0)
     call("write", "sys/seal", error_prefix="Error sealing")
     print("Success! Vault is sealed.")
+
+
+@operator_app.command("step-down", cls=GoCommand)
+def operator_step_down(args: Args = None) -> None:
+    """Have the active node of a cluster hand its role to a standby."""
+    arguments(args, 0)
+    call("write", "sys/step-down", error_prefix="Error stepping down")
+    print(f"Success! Stepped down: {os.environ.get('VAULT_ADDR', '')}")
 
 
 @operator_app.command("migrate", cls=GoCommand)
