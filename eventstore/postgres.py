@@ -77,8 +77,7 @@ class PostgresStorage:
     def __init__(self, url: str, *, connect_timeout: float = CONNECT_TIMEOUT) -> None:
         self.url, self.connect_timeout = url, connect_timeout
         self._schema_ready = False
-        self._conn: psycopg.Connection[Any] | None = None  # for ``run``
-        self._lock = threading.Lock()
+        self._own = _Reconnecting(self)  # for ``run``
 
     def __repr__(self) -> str:  # the URL may carry a password: never shown
         return "PostgresStorage(...)"
@@ -104,23 +103,9 @@ class PostgresStorage:
         return conn
 
     def run(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """One statement on the storage's own connection (made again if it broke); its
-        rows. For small statements: metadata, the leader, the lock's state."""
-        with self._lock:
-            for attempt in (1, 2):
-                if self._conn is None or self._conn.closed:
-                    self._conn = self.connect()
-                try:
-                    cursor = self._conn.execute(query, params)
-                    return cursor.fetchall() if cursor.description else []
-                except psycopg.OperationalError as exc:
-                    self._conn.close()
-                    self._conn = None
-                    if attempt == 2:
-                        raise UnavailableError(f"PostgreSQL failed: {_reason(exc)}") from None
-                except psycopg.Error as exc:
-                    raise UnavailableError(f"PostgreSQL failed: {_reason(exc)}") from None
-        raise AssertionError("unreachable")
+        """One statement on the storage's own connection; its rows. For small ones:
+        metadata, the leader, the lock's state."""
+        return self._own.rows(query, params, "PostgreSQL failed")
 
     def writer_lock_free(self) -> bool:
         """Whether no session holds the writer lock now (a standby's cheap look before it
@@ -134,10 +119,7 @@ class PostgresStorage:
         return bool(rows[0][0])
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        self._own.close()
 
     # ---- named values, replaced by compare-and-swap ----------------------------------------
 
@@ -204,14 +186,46 @@ class PostgresStorage:
             conn.close()
 
 
+class _Reconnecting:
+    """One connection, made on first use and made again once if it broke, for one
+    statement at a time."""
+
+    def __init__(self, storage: PostgresStorage) -> None:
+        self.storage = storage
+        self._conn: psycopg.Connection[Any] | None = None
+        self._lock = threading.Lock()
+
+    def rows(self, query: str, params: Sequence[Any], failed: str) -> list[tuple[Any, ...]]:
+        with self._lock:
+            for attempt in (1, 2):
+                if self._conn is None or self._conn.closed:
+                    self._conn = self.storage.connect()
+                try:
+                    cursor = self._conn.execute(query, params)
+                    return cursor.fetchall() if cursor.description else []
+                except psycopg.OperationalError as exc:
+                    self._conn.close()
+                    self._conn = None
+                    if attempt == 2:
+                        raise UnavailableError(f"{failed}: {_reason(exc)}") from None
+                except psycopg.Error as exc:
+                    raise UnavailableError(f"{failed}: {_reason(exc)}") from None
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
 class PostgresLog(LogBase):
     """A log over a ``PostgresStorage``: a reader, or with ``open_writer`` a writer."""
 
     def __init__(self, storage: PostgresStorage, keyring: Keyring) -> None:
         self.storage, self.keyring = storage, keyring
         self.torn_tail: TornTail | None = None  # a transaction is never torn
-        self._read_conn: psycopg.Connection[Any] | None = None
-        self._read_lock = threading.Lock()
+        self._reads = _Reconnecting(storage)
         self._seen = Head(0, GENESIS_HASH)  # a reader's head: the last record it read
         self._conn: psycopg.Connection[Any] | None = None  # a writer's: lock and inserts
         self._cond = threading.Condition()
@@ -264,21 +278,7 @@ class PostgresLog(LogBase):
     # ---- reading -------------------------------------------------------------------------
 
     def _query(self, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        """Rows of one read, on the reader's connection, reconnecting once if it broke."""
-        with self._read_lock:
-            for attempt in (1, 2):
-                if self._read_conn is None or self._read_conn.closed:
-                    self._read_conn = self.storage.connect()
-                try:
-                    return self._read_conn.execute(query, params).fetchall()
-                except psycopg.OperationalError as exc:
-                    self._read_conn.close()
-                    self._read_conn = None
-                    if attempt == 2:
-                        raise UnavailableError(f"cannot read the log: {_reason(exc)}") from None
-                except psycopg.Error as exc:
-                    raise UnavailableError(f"cannot read the log: {_reason(exc)}") from None
-        raise AssertionError("unreachable")
+        return self._reads.rows(query, params, "cannot read the log")
 
     def frames(self, start: int = 1, hint: int = NO_HINT) -> Iterator[Frame]:
         seq = max(start, 1)
@@ -389,10 +389,10 @@ class PostgresLog(LogBase):
             return True
 
     def close(self) -> None:
-        for conn in (self._conn, self._read_conn):
-            if conn is not None:
-                conn.close()  # a session's advisory lock goes with it
-        self._conn = self._read_conn = None
+        if self._conn is not None:
+            self._conn.close()  # a session's advisory lock goes with it
+            self._conn = None
+        self._reads.close()
 
 
 def _take_lock(conn: psycopg.Connection[Any]) -> bool:

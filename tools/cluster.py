@@ -38,11 +38,10 @@ from backends import Core, InvalidRequestError
 from backends.sys import cluster_uuid, health
 from eventstore import PostgresStorage, StoreError, StoreLockedError, UnavailableError
 from eventstore.keyring import KEYRING_FILE
-from eventstore.lock import WriterLock
 from eventstore.postgres import wait_for_appends
 from projections import Store
 from projections.store import new_id
-from tools.seal import SEAL_FILE, SERVER_LOCK, Seal, read_shape, shape_json
+from tools.seal import SEAL_FILE, Seal, read_shape, shape_json
 
 FOLLOW_EVERY = 0.25  # seconds between a standby's catch-up reads and lock attempts
 STEP_AT_MOST = 0.1  # seconds: the most often a node steps, however often others commit
@@ -77,9 +76,7 @@ class PostgresSeal(Seal):
         self._checked = 0.0
         self._leader = ""  # the active node's api_addr, as last read
         if cache is not None:
-            cache.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._guard = WriterLock(cache, SERVER_LOCK)
-            self._guard.acquire(0)
+            self._hold(cache)
 
     @property
     def storage_type(self) -> str:

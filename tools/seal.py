@@ -55,9 +55,13 @@ class Seal:
         self._root_key = b""  # a store in memory's, while unsealed
         self._guard: WriterLock | None = None
         if path is not None:
-            path.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._guard = WriterLock(path, SERVER_LOCK)
-            self._guard.acquire(0)
+            self._hold(path)
+
+    def _hold(self, directory: Path) -> None:
+        """Hold ``server.lock`` in ``directory`` for the server's life: no second one."""
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._guard = WriterLock(directory, SERVER_LOCK)
+        self._guard.acquire(0)
 
     # ---- what it is ----------------------------------------------------------------------
 

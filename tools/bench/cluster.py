@@ -22,7 +22,6 @@ import argparse
 import contextlib
 import http.client
 import json
-import multiprocessing
 import os
 import shutil
 import signal
@@ -32,9 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from multiprocessing.queues import Queue
 from pathlib import Path
-from typing import Any
 
 import psycopg
 
@@ -48,7 +45,6 @@ from tools.bench.harness import (
     duration,
     machine,
     median,
-    percentile,
     rate,
     ratio,
     results_section,
@@ -65,7 +61,6 @@ from tools.bench.server import (
     Server,
     bao_executable,
     bao_version,
-    client,
     free_port,
     measure,
     reads,
@@ -370,39 +365,6 @@ def start_bao_postgres(work: Path, bao: str, url: str) -> Server:
 # ---- figure 12: the load -----------------------------------------------------------------
 
 
-def measure_spread(
-    nodes: Sequence[Server], per_client: list[list[Prepared]], seconds: float
-) -> Load:
-    """As ``server.measure``, with client ``i`` on node ``i % len(nodes)``."""
-    context = multiprocessing.get_context("fork")
-    ready = context.Barrier(len(per_client))
-    results: Queue[Any] = context.Queue()
-    processes = [
-        context.Process(
-            target=client,
-            args=(nodes[i % len(nodes)].port, nodes[0].token, requests, seconds, ready, results),
-        )
-        for i, requests in enumerate(per_client)
-    ]
-    for process in processes:
-        process.start()
-    try:
-        answers = [results.get(timeout=seconds + 120) for _ in processes]
-    finally:
-        for process in processes:
-            process.join(timeout=30)
-            if process.is_alive():
-                process.kill()
-    for _, _, _, failed in answers:
-        if failed:
-            for node in nodes:
-                node.check_alive()
-            raise RuntimeError(f"{nodes[0].name} and the others: {failed}")
-    latencies = [x for _, _, taken, _ in answers for x in taken]
-    elapsed = max(a[1] for a in answers) - min(a[0] for a in answers)
-    return Load(len(latencies) / elapsed, percentile(latencies, 0.5), percentile(latencies, 0.99))
-
-
 @dataclass(frozen=True)
 class Contender:
     """One way of serving the load: a name for the table, and how to run a measurement."""
@@ -629,7 +591,7 @@ def run_figures(work: Path, pg: PostgresServer, sizes: Sizes, report: Report) ->
                 on("file", file_node),
                 on("pg", pg_node, alone),
                 on("active", active, shared),
-                Contender("spread", lambda r, s: measure_spread(cluster.nodes, r, s), shared),
+                Contender("spread", lambda r, s: measure(cluster.nodes, r, s), shared),
             ]
             targets = [file_node, pg_node, active]
             if bao is None:

@@ -304,16 +304,21 @@ def client(
         results.put((0.0, 0.0, [], f"client failed: {exc!r}"))
 
 
-def measure(server: Server, per_client: list[list[Prepared]], seconds: float) -> Load:
-    """Run one client process per list of requests against ``server`` at once."""
+def measure(
+    server: Server | Sequence[Server], per_client: list[list[Prepared]], seconds: float
+) -> Load:
+    """Run one client process per list of requests at once, against ``server``, or with
+    several, client ``i`` against node ``i % len(nodes)`` (the first node's token)."""
+    nodes = [server] if isinstance(server, Server) else list(server)
     context = multiprocessing.get_context("fork")  # the clients need nothing re-imported
     ready = context.Barrier(len(per_client))
     results: Queue[Any] = context.Queue()
     processes = [
         context.Process(
-            target=client, args=(server.port, server.token, requests, seconds, ready, results)
+            target=client,
+            args=(nodes[i % len(nodes)].port, nodes[0].token, requests, seconds, ready, results),
         )
-        for requests in per_client
+        for i, requests in enumerate(per_client)
     ]
     for process in processes:
         process.start()
@@ -326,8 +331,9 @@ def measure(server: Server, per_client: list[list[Prepared]], seconds: float) ->
                 process.kill()
     for _, _, _, failed in answers:
         if failed:
-            server.check_alive()
-            raise RuntimeError(f"{server.name}: {failed}")
+            for node in nodes:
+                node.check_alive()
+            raise RuntimeError(f"{nodes[0].name}: {failed}")
     latencies = [x for _, _, taken, _ in answers for x in taken]
     elapsed = max(a[1] for a in answers) - min(a[0] for a in answers)
     return Load(len(latencies) / elapsed, percentile(latencies, 0.5), percentile(latencies, 0.99))
