@@ -27,12 +27,13 @@ def postgres_node(
 @dataclass
 class Cluster:
     nodes: list[DevServer]
+    url: str = ""  # the database's
     keys: list[str] = field(default_factory=list, repr=False)
     token: str = field(default="", repr=False)
 
     @classmethod
     def of(cls, root: Path, url: str, count: int, env: dict[str, str] | None = None) -> Cluster:
-        return cls([postgres_node(root / f"node{i}", url, env=env) for i in range(count)])
+        return cls([postgres_node(root / f"node{i}", url, env=env) for i in range(count)], url)
 
     def start(self) -> None:
         for node in self.nodes:

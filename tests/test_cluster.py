@@ -29,7 +29,19 @@ from tools.bench.postgres import PostgresServer
 
 @pytest.fixture
 def cluster(tmp_path: Path, pg_url: str) -> Iterator[Cluster]:
+    """Three nodes of a new store, for a test that kills, restarts or remounts."""
     started = Cluster.of(tmp_path, pg_url, 3)
+    try:
+        started.start()
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer) -> Iterator[Cluster]:
+    """Three nodes that the tests which only write new paths and read share."""
+    started = Cluster.of(tmp_path_factory.mktemp("shared"), postgres.new_database(), 3)
     try:
         started.start()
         yield started
@@ -58,17 +70,17 @@ def raw_request(
         return error.code, error.headers, error.read()
 
 
-def test_writes_through_any_node_are_read_back_from_every_node(cluster: Cluster) -> None:
-    active = cluster.active()
-    for i, node in enumerate(cluster.nodes):
-        node.call("PUT", f"secret/from-{i}", {"value": f"written at node {i}"}, cluster.token)
-    for node in cluster.nodes:
-        for i in range(len(cluster.nodes)):
-            answer = node.call("GET", f"secret/from-{i}", token=cluster.token)
+def test_writes_through_any_node_are_read_back_from_every_node(shared: Cluster) -> None:
+    active = shared.active()
+    for i, node in enumerate(shared.nodes):
+        node.call("PUT", f"secret/from-{i}", {"value": f"written at node {i}"}, shared.token)
+    for node in shared.nodes:
+        for i in range(len(shared.nodes)):
+            answer = node.call("GET", f"secret/from-{i}", token=shared.token)
             assert answer["data"] == {"value": f"written at node {i}"}
     # Leader and health, as Vault's: the active node is itself, standbys name it and say 429.
     assert active.call("GET", "sys/leader")["is_self"] is True
-    for standby in cluster.standbys():
+    for standby in shared.standbys():
         leader = standby.call("GET", "sys/leader")
         assert (leader["ha_enabled"], leader["is_self"]) == (True, False)
         assert leader["leader_address"] == active.addr
@@ -78,23 +90,23 @@ def test_writes_through_any_node_are_read_back_from_every_node(cluster: Cluster)
         assert standby.call("GET", "sys/seal-status")["sealed"] is False
 
 
-def test_a_standby_redirects_when_asked_not_to_forward(cluster: Cluster) -> None:
-    active, standby = cluster.active(), cluster.standbys()[0]
+def test_a_standby_redirects_when_asked_not_to_forward(shared: Cluster) -> None:
+    active, standby = shared.active(), shared.standbys()[0]
     status, headers, _ = raw_request(
         standby,
         "GET",
         "secret/x",
-        token=cluster.token,
+        token=shared.token,
         X_Vault_No_Request_Forwarding="true",
     )
     assert status == 307
     assert headers["Location"] == f"{active.addr}/v1/secret/x"
 
 
-def test_every_answer_carries_the_index_and_a_newer_one_is_refused(cluster: Cluster) -> None:
-    standby = cluster.standbys()[0]
+def test_every_answer_carries_the_index_and_a_newer_one_is_refused(shared: Cluster) -> None:
+    standby = shared.standbys()[0]
     status, headers, _ = raw_request(
-        standby, "PUT", "secret/indexed", token=cluster.token, body={"v": "1"}
+        standby, "PUT", "secret/indexed", token=shared.token, body={"v": "1"}
     )
     assert status == 204
     index = json.loads(base64.b64decode(headers["X-Vault-Index"]))
@@ -104,7 +116,7 @@ def test_every_answer_carries_the_index_and_a_newer_one_is_refused(cluster: Clus
         standby,
         "GET",
         "secret/indexed",
-        token=cluster.token,
+        token=shared.token,
         X_Vault_Index=headers["X-Vault-Index"],
     )
     assert status == 200 and json.loads(body)["data"] == {"v": "1"}
@@ -115,7 +127,7 @@ def test_every_answer_carries_the_index_and_a_newer_one_is_refused(cluster: Clus
         json.dumps({"cluster": index["cluster"], "value": "999999999"}).encode()
     ).decode()
     status, _, body = raw_request(
-        standby, "GET", "secret/indexed", token=cluster.token, X_Vault_Index=ahead
+        standby, "GET", "secret/indexed", token=shared.token, X_Vault_Index=ahead
     )
     assert status == 412 and json.loads(body) == {"errors": ["required index state not present"]}
 
@@ -307,36 +319,36 @@ def test_without_ha_a_second_node_cannot_unseal(tmp_path: Path, pg_url: str) -> 
 
 
 def test_no_secret_and_no_token_is_in_the_database_files_in_plaintext(
-    cluster: Cluster, postgres: PostgresServer, pg_url: str
+    shared: Cluster, postgres: PostgresServer
 ) -> None:
     secret = "plaintext-never-on-disk-" + "7" * 12
-    standby = cluster.standbys()[0]
-    standby.call("PUT", "secret/hidden", {"value": secret}, cluster.token)
-    created = standby.call("PUT", "auth/token/create", {"policies": ["default"]}, cluster.token)
+    standby = shared.standbys()[0]
+    standby.call("PUT", "secret/hidden", {"value": secret}, shared.token)
+    created = standby.call("PUT", "auth/token/create", {"policies": ["default"]}, shared.token)
     token = created["auth"]["client_token"]
-    with psycopg.connect(pg_url, autocommit=True) as conn:
+    with psycopg.connect(shared.url, autocommit=True) as conn:
         conn.execute("CHECKPOINT")
-    places = [postgres.data, *(node.home for node in cluster.nodes)]
+    places = [postgres.data, *(node.home for node in shared.nodes)]
     for place in places:
         for path in place.rglob("*"):
             if path.is_file():
                 data = path.read_bytes()
-                for needle in (secret, token, cluster.token, cluster.keys[0]):
+                for needle in (secret, token, shared.token, shared.keys[0]):
                     assert needle.encode() not in data, (needle[:8], path)
 
 
-def test_only_the_active_node_reaps_what_expires(cluster: Cluster, pg_url: str) -> None:
-    standby = cluster.standbys()[0]
+def test_only_the_active_node_reaps_what_expires(shared: Cluster) -> None:
+    standby = shared.standbys()[0]
     created = [
         standby.call(
-            "PUT", "auth/token/create", {"ttl": "1s", "policies": ["default"]}, cluster.token
+            "PUT", "auth/token/create", {"ttl": "1s", "policies": ["default"]}, shared.token
         )
         for _ in range(3)
     ]
     assert all(c["auth"]["lease_duration"] == 1 for c in created)
     time.sleep(3.5)  # the active node's timer runs every second; standbys have none
     store = Store.open_postgres(
-        PostgresStorage(pg_url), decode_unseal_key(cluster.keys[0]), write=False
+        PostgresStorage(shared.url), decode_unseal_key(shared.keys[0]), write=False
     )
     try:
         expired = [
