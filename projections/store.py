@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from eventstore import (
     CorruptionError,
@@ -32,8 +32,6 @@ from eventstore import (
     LogWriter,
     MemoryLog,
     MemoryStorage,
-    PostgresLog,
-    PostgresStorage,
     ShreddedError,
     StoreError,
     UnsealError,
@@ -47,6 +45,9 @@ from projections.snapshot import read_snapshot, snapshot_dir, snapshot_seqs, wri
 from projections.state import StoreState, apply, live_values
 from projections.verify import VerifyReport, verify_store
 from projections.versions import IndexMismatch, IndexWriter, VersionIndex, saved_coverage
+
+if TYPE_CHECKING:  # psycopg is imported only by what opens a store in PostgreSQL
+    from eventstore.postgres import PostgresStorage
 
 T = TypeVar("T")
 SNAPSHOT_EVERY = 1000  # events between snapshots, at least
@@ -194,6 +195,8 @@ class Store:
         version index (None: replay alone). ``follower``: a reader of the same store that
         this node kept current; a writer starts from its state instead of replaying.
         """
+        from eventstore.postgres import PostgresLog
+
         if cache is not None:
             try:
                 cache.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -260,8 +263,7 @@ class Store:
             return
         keyring = self._keyring_row.reload()
         if keyring is not None:
-            self.keyring = keyring
-            cast(PostgresLog, self.log).keyring = keyring
+            self.keyring = self.log.keyring = keyring  # type: ignore[attr-defined]
 
     def _start_writing(self) -> None:
         if self._state is None:

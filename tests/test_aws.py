@@ -289,12 +289,13 @@ def test_secret_keys_never_on_disk_in_plaintext(aws: VaultCLI) -> None:
 
 
 def test_other_commands_do_not_import_boto3(aws: VaultCLI) -> None:
+    """Nor psycopg: a command on a store of files never pays for either."""
     probe = (
         "import sys\n"
         "sys.argv = ['vault', 'mounts']\n"
         "from tools.cli import main\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "print('boto3' in sys.modules, file=sys.stderr)\n"
+        "print('boto3' in sys.modules or 'psycopg' in sys.modules, file=sys.stderr)\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe], env=aws.env, capture_output=True, text=True, check=True

@@ -31,17 +31,19 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from backends import Core, InvalidRequestError
 from backends.sys import cluster_uuid, health
-from eventstore import PostgresStorage, StoreError, StoreLockedError, UnavailableError
+from eventstore import StoreError, StoreLockedError, UnavailableError
 from eventstore.keyring import KEYRING_FILE
-from eventstore.postgres import wait_for_appends
 from projections import Store
 from projections.store import new_id
 from tools.seal import SEAL_FILE, Seal, read_shape, shape_json
+
+if TYPE_CHECKING:  # psycopg is imported only by a server on PostgreSQL
+    from eventstore.postgres import PostgresStorage
 
 FOLLOW_EVERY = 0.25  # seconds between a standby's catch-up reads and lock attempts
 STEP_AT_MOST = 0.1  # seconds: the most often a node steps, however often others commit
@@ -243,6 +245,8 @@ class PostgresSeal(Seal):
         """Step at the commits anyone makes (at most every ``STEP_AT_MOST``: a standby
         catches up in batches, not record by record, so it leaves the cores to the active
         node), and at least every ``FOLLOW_EVERY``."""
+        from eventstore.postgres import wait_for_appends
+
         last = 0.0
         for seq in wait_for_appends(self.storage, stopping, FOLLOW_EVERY):
             now = time.monotonic()

@@ -25,7 +25,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from backends import Core, Registry
 from backends.auth import TokenAuth
 from backends.version import VAULT_VERSION
-from eventstore import PostgresStorage, VaultlogError
+from eventstore import VaultlogError
 from projections import Store
 from tools.api import Api
 from tools.cluster import PostgresSeal
@@ -120,6 +120,8 @@ def serve(config: ServerConfig, *, dev: bool, root_token: str = "") -> None:
 def _seal(config: ServerConfig, make_core: Callable[[Store], Core]) -> Seal:
     if config.storage != "postgresql":
         return Seal(config.path, make_core)
+    from eventstore.postgres import PostgresStorage
+
     try:
         return PostgresSeal(
             PostgresStorage(config.connection_url),
