@@ -22,6 +22,7 @@ what did). Readers reconnect on their own.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -42,12 +43,13 @@ from eventstore.keyring import Keyring
 from eventstore.record import GENESIS_HASH, NO_HINT, Frame, Head, Record, check_link, parse
 from eventstore.record import seal_batch as _seal_batch
 
-__all__ = ["CHANNEL", "WRITER_LOCK", "PostgresLog", "PostgresStorage"]
+__all__ = ["CHANNEL", "INIT_LOCK", "WRITER_LOCK", "PostgresLog", "PostgresStorage"]
 
 RECORDS, META = "vaultlog_records", "vaultlog_meta"
 CHANNEL = "vaultlog_appended"  # NOTIFY after every commit, with the last seq
 WRITER_LOCK = 0x7661756C746C6F67  # "vaultlog": the session advisory lock of the one writer
 _SCHEMA_LOCK = WRITER_LOCK + 1
+INIT_LOCK = WRITER_LOCK + 2  # held while a node initialises the store
 PLACE = "postgresql"  # what error messages name as the place of a record
 READ_BATCH = 2000  # records fetched per query while scanning
 CONNECT_TIMEOUT = 5  # seconds
@@ -106,6 +108,16 @@ class PostgresStorage:
         """One statement on the storage's own connection; its rows. For small ones:
         metadata, the leader, the lock's state."""
         return self._own.rows(query, params, "PostgreSQL failed")
+
+    @contextlib.contextmanager
+    def holding(self, lock: int) -> Iterator[None]:
+        """Hold a session advisory lock on the storage's connection meanwhile."""
+        self.run("SELECT pg_advisory_lock(%s)", (lock,))
+        try:
+            yield
+        finally:
+            with contextlib.suppress(UnavailableError):  # a lost session has dropped it
+                self.run("SELECT pg_advisory_unlock(%s)", (lock,))
 
     def writer_lock_free(self) -> bool:
         """Whether no session holds the writer lock now (a standby's cheap look before it

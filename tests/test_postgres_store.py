@@ -4,13 +4,14 @@ index) derived, checked and rebuilt as on files."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from backends import Core, Registry, Request
+from backends import Core, InvalidRequestError, Registry, Request
 from eventstore import (
     PostgresStorage,
     ShreddedError,
@@ -24,6 +25,7 @@ from eventstore.postgres import META
 from projections import SecretWritten, Store
 from projections.snapshot import snapshot_dir, snapshot_seqs
 from tools.bench.postgres import PostgresServer
+from tools.cluster import PostgresSeal
 
 
 @pytest.fixture
@@ -161,3 +163,40 @@ def test_snapshots_and_the_index_live_in_the_nodes_cache_and_are_rebuilt(
     report = core.store.verify()
     assert report.ok, report.problem
     core.store.close()
+
+
+def test_two_nodes_initialising_at_once_make_one_store(storage: PostgresStorage) -> None:
+    registry = Registry()
+    seals = [
+        PostgresSeal(
+            PostgresStorage(storage.url),
+            lambda s: Core(s, registry),
+            cache=None,
+            ha=True,
+            api_addr="",
+        )
+        for _ in range(2)
+    ]
+    results: list[object] = []
+
+    def init(seal: PostgresSeal) -> None:
+        try:
+            results.append(seal.init({"secret_shares": 3, "secret_threshold": 2}))
+        except InvalidRequestError as exc:
+            results.append(str(exc))
+
+    threads = [threading.Thread(target=init, args=(seal,)) for seal in seals]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    answers = [r for r in results if isinstance(r, dict)]
+    assert len(answers) == 1 and results.count("Vault is already initialized") == 1
+    assert seals[0].shape() == (3, 2)
+    keys = answers[0]["keys_base64"]  # type: ignore[index]
+    for seal in seals:
+        seal.unseal({"key": keys[0]})
+        seal.unseal({"key": keys[1]})
+    assert sum(seal.core is not None for seal in seals) == 1  # one active, one standing by
+    for seal in seals:
+        seal.close()

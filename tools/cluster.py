@@ -116,13 +116,16 @@ class PostgresSeal(Seal):
     # ---- init, unseal, seal ----------------------------------------------------------------
 
     def _create(self, root_key: bytes, shares: int, threshold: int) -> Store:
-        if self.storage.meta(KEYRING_FILE) is not None:
-            raise InvalidRequestError("Vault is already initialized")
-        # A shape left by an init that failed before the keyring was made is replaced.
-        self.storage.set_meta(SEAL_FILE, shape_json(shares, threshold))
-        return Store.open_postgres(
-            self.storage, root_key, write=True, cache=self.cache, lock_timeout=5
-        )
+        from eventstore.postgres import INIT_LOCK
+
+        with self.storage.holding(INIT_LOCK):  # of two nodes initialising at once, one wins
+            if self.storage.meta(KEYRING_FILE) is not None:
+                raise InvalidRequestError("Vault is already initialized")
+            # A shape left by an init that failed before the keyring was made is replaced.
+            self.storage.set_meta(SEAL_FILE, shape_json(shares, threshold))
+            return Store.open_postgres(
+                self.storage, root_key, write=True, cache=self.cache, lock_timeout=5
+            )
 
     def _open(self, key: bytes) -> Store | None:
         follower = Store.open_postgres(self.storage, key, write=False, cache=self.cache)
