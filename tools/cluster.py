@@ -235,13 +235,7 @@ class PostgresSeal(Seal):
                     self._follower.close()
                     self._follower = None
                 return
-            try:
-                core = self.make_core(store)
-                core.maintain()
-            except BaseException:
-                store.close()
-                raise
-            self.core = core
+            self._serve(store)
             print("[INFO] core: this node is active", file=sys.stderr, flush=True)
 
     def run(self, stopping: threading.Event) -> None:

@@ -197,16 +197,19 @@ class Seal:
                 store = self._open(key)
             except UnsealError as exc:
                 raise InvalidRequestError(str(exc)) from None
-            if store is None:
-                return self.status()
-            try:
-                core = self.make_core(store)
-                core.maintain()
-            except BaseException:
-                store.close()
-                raise
-            self.core = core
+            if store is not None:
+                self._serve(store)
             return self.status()
+
+    def _serve(self, store: Store) -> None:
+        """Serve ``store`` from now on, once what opening a writer runs has run."""
+        try:
+            core = self.make_core(store)
+            core.maintain()
+        except BaseException:
+            store.close()
+            raise
+        self.core = core
 
     def _create(self, root_key: bytes, shares: int, threshold: int) -> Store:
         """A new store, its keyring sealed by ``root_key``, the seal's shape saved."""
