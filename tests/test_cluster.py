@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import signal
+import subprocess
 import threading
 import time
 import urllib.error
@@ -22,8 +23,8 @@ from eventstore import PostgresStorage, decode_unseal_key
 from projections import SecretWritten, Store
 from projections.events import TokenRevoked
 from tests.cluster import Cluster, postgres_node
-from tests.conftest import VaultCLI, cli_env
-from tests.servers import DevServer
+from tests.conftest import VaultCLI, cli_env, vault_executable
+from tests.servers import DevServer, bao_executable
 from tools.bench.postgres import PostgresServer
 
 
@@ -364,3 +365,20 @@ def test_only_the_active_node_reaps_what_expires(shared: Cluster) -> None:
             "GET", "auth/token/lookup-self", token=c["auth"]["client_token"]
         )
         assert status == 403
+
+
+@pytest.mark.parametrize("format", ["table", "json"])
+def test_vault_status_prints_what_bao_status_prints_on_each_node(
+    shared: Cluster, tmp_path: Path, format: str
+) -> None:
+    for node in shared.nodes:
+        env = {**cli_env(tmp_path), "VAULT_ADDR": node.addr, "BAO_ADDR": node.addr}
+        printed = [
+            subprocess.run(
+                [exe, "status", f"-format={format}"], capture_output=True, text=True, env=env
+            )
+            for exe in (bao_executable(), vault_executable())
+        ]
+        assert [p.returncode for p in printed] == [0, 0]
+        assert printed[1].stdout == printed[0].stdout
+        assert "HA Mode" in printed[1].stdout or '"ha_enabled": true' in printed[1].stdout

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from backends import Core, InvalidRequestError
-from backends.sys import cluster_uuid, health
+from backends.sys import cluster_uuid, health, seal_status
 from eventstore import StoreError, StoreLockedError, UnavailableError
 from eventstore.keyring import KEYRING_FILE
 from projections import Store
@@ -107,10 +107,9 @@ class PostgresSeal(Seal):
 
     def status(self) -> dict[str, Any]:
         if self.standby and self._follower is not None:  # unsealed, as Vault says
-            data = super().status()
-            data.update(sealed=False, progress=0, nonce="")
-            data["cluster_id"] = cluster_uuid(self._follower.keyring.store_id)
-            return data
+            shares, threshold = self.shape()
+            cluster_id = cluster_uuid(self._follower.keyring.store_id)
+            return seal_status(self.storage_type, t=threshold, n=shares, cluster_id=cluster_id)
         return super().status()
 
     # ---- init, unseal, seal ----------------------------------------------------------------

@@ -572,6 +572,9 @@ def seal_status_text(seal: dict[str, Any], format: str) -> str:
         out["recovery_seal"] = bool(seal.get("recovery_seal"))
         out.update({key: seal[key] for key in ("storage_type", "warnings") if seal.get(key)})
         out.update(build_date=seal.get("build_date", ""), ha_enabled=ha_enabled)
+        for key in ("is_self", "active_time", "leader_address", "leader_cluster_address"):
+            if leader.get(key):  # Go's omitempty
+                out[key] = leader[key]
         return go_json(out)
     rows = [
         ("Key", "Value"),
@@ -591,4 +594,23 @@ def seal_status_text(seal: dict[str, Any], format: str) -> str:
     if seal.get("cluster_name") and seal.get("cluster_id"):
         rows += [("Cluster Name", seal["cluster_name"]), ("Cluster ID", seal["cluster_id"])]
     rows.append(("HA Enabled", go_text(ha_enabled)))
+    if ha_enabled:
+        rows += ha_rows(leader, sealed=bool(seal.get("sealed")))
     return columns(rows)
+
+
+def ha_rows(leader: dict[str, Any], *, sealed: bool) -> list[tuple[str, str]]:
+    """What Vault's status adds for a node of a cluster: its mode, and the active node."""
+    rows = [("HA Cluster", leader.get("leader_cluster_address") or "n/a")]
+    if sealed:
+        return [*rows, ("HA Mode", "sealed")]
+    if leader.get("is_self"):
+        rows.append(("HA Mode", "active"))
+        if leader.get("active_time"):
+            rows.append(("Active Since", leader["active_time"]))
+    else:
+        rows += [
+            ("HA Mode", "standby"),
+            ("Active Node Address", leader.get("leader_address") or "<none>"),
+        ]
+    return rows
