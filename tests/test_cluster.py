@@ -283,6 +283,15 @@ def test_the_secret_backends_page_through_a_standby(cluster: Cluster, tmp_path: 
         assert node.call("GET", "kv/hello", token=cluster.token)["data"] == {"value": "world"}
 
 
+def test_seal_through_a_standby_seals_the_active_node(cluster: Cluster) -> None:
+    active, standby = cluster.active(), cluster.standbys()[0]
+    assert standby.request("PUT", "sys/seal")[0] == 403  # forwarded, and refused there
+    assert standby.request("PUT", "sys/seal", token=cluster.token)[0] == 204
+    assert active.call("GET", "sys/seal-status")["sealed"] is True
+    assert standby.call("GET", "sys/seal-status")["sealed"] is False
+    cluster.active(among=[n for n in cluster.nodes if n is not active])  # another took over
+
+
 def test_step_down_hands_the_active_role_to_another_node(cluster: Cluster, tmp_path: Path) -> None:
     first = cluster.active()
     client = tmp_path / "client"

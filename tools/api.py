@@ -57,6 +57,7 @@ _OPERATIONS: dict[str, Operation] = {
 }
 _TRUE = ("true", "1", "t", "yes")
 SEAL_PATHS = BARE_PATHS | {"sys/seal", "sys/step-down"}  # the seal's, sealed or not
+_ACTIVE_ONLY = {"sys/seal", "sys/step-down"}  # a standby forwards these to the active node
 _JSON = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
 
 
@@ -269,6 +270,8 @@ class Api:
             wrap_ttl=wrap_ttl,
         )
         try:
+            if path.strip("/") in _ACTIVE_ONLY and self.seal.standby:
+                return await self._pass_on(scope, method, headers, body)  # as Vault forwards
             if path.strip("/") in SEAL_PATHS:
                 return await self._seal_path(request, query)
             core = self.seal.core
