@@ -29,7 +29,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -39,6 +38,7 @@ from backends.sys import cluster_uuid, health, seal_status
 from eventstore import StoreError, StoreLockedError, UnavailableError
 from eventstore.keyring import KEYRING_FILE
 from projections import Store
+from projections.audit import rfc3339_nano
 from projections.store import new_id
 from tools.seal import SEAL_FILE, Seal, read_shape, shape_json
 
@@ -151,7 +151,7 @@ class PostgresSeal(Seal):
         if self._follower is not None:
             self._follower.close()
             self._follower = None
-        self._active_since = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        self._active_since = rfc3339_nano(time.time_ns())  # Go's form, as Vault's
         address = json.dumps({"address": self.api_addr, "node": self.node_id})
         try:
             self.storage.set_meta(LEADER, address.encode())
