@@ -55,7 +55,7 @@ from projections.snapshot import SNAPSHOT_DIR
 from projections.sortedrun import RUN_FILE
 from projections.versions import INDEX_FILE
 from tools.seal import SEAL_FILE, SERVER_LOCK
-from tools.server_config import ConfigError, one_block, postgres_storage
+from tools.server_config import ConfigError, config_text, one_block, postgres_storage
 
 __all__ = [
     "MigrateConfig",
@@ -111,12 +111,7 @@ class MigrateConfig:
 def load_migrate_config(file: Path) -> MigrateConfig:
     """Read and check ``file``; every problem is one ``ConfigError`` line starting with
     the file's name."""
-    try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or "not UTF-8 text"
-        raise ConfigError(f"{file}: {reason}") from None
-    return parse_migrate_config(text, str(file))
+    return parse_migrate_config(config_text(file, str(file)), str(file))
 
 
 def parse_migrate_config(text: str, name: str) -> MigrateConfig:

@@ -87,12 +87,16 @@ def parse_address(address: str, where: str) -> tuple[str, int]:
 
 def load_config(file: Path) -> ServerConfig:
     """Read and check ``file``; every problem is one ``ConfigError`` line."""
+    return parse_config(config_text(file, f"cannot read the configuration {file}"), str(file))
+
+
+def config_text(file: Path, failed: str) -> str:
+    """A configuration file's text; ``ConfigError`` ``failed: why`` if it cannot be read."""
     try:
-        text = file.read_text(encoding="utf-8")
+        return file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or "not UTF-8 text"
-        raise ConfigError(f"cannot read the configuration {file}: {reason}") from None
-    return parse_config(text, str(file))
+        raise ConfigError(f"{failed}: {reason}") from None
 
 
 def parse_config(text: str, name: str) -> ServerConfig:
