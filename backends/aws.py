@@ -142,6 +142,9 @@ class AwsBackend:
         except (BotoCoreError, ClientError) as exc:
             raise UpstreamError(_describe(exc)) from None
 
+    def renew(self, view: MountView, internal: dict[str, Any], expires: int) -> None:
+        """An IAM access key has no end of its own: the lease alone says when it goes."""
+
     def roll_back(self, view: MountView, action: str, data: dict[str, Any]) -> None:
         if action == "create_user":
             self.revoke(view, data)

@@ -72,6 +72,10 @@ class LeasingBackend(Backend, Protocol):
 
     def revoke(self, view: MountView, internal: dict[str, Any]) -> None: ...
 
+    def renew(self, view: MountView, internal: dict[str, Any], expires: int) -> None:
+        """Make the secret outside live until ``expires`` (ns), or raise: the lease is
+        renewed only if this returns."""
+
     def roll_back(self, view: MountView, action: str, data: dict[str, Any]) -> None: ...
 
 

@@ -104,6 +104,10 @@ class ExpirationManager:
         if lease.expires <= now:
             raise InvalidRequestError("lease expired")
         expires = min(now + (increment or lease.ttl) * NANOS, lease.max_expires)
+        mount = session.state.mounts.by_id[lease.mount_id]
+        view = MountView(session, mount)
+        internal = view.open_value(lease.internal, "lease", lease.id)
+        leasing(session, mount.type).renew(view, internal, expires)
         session.stage(LeaseRenewed(**who(session.request), lease_id=lease.id, expires=expires))
         session.commit()
         return session.state.leases[lease.id]

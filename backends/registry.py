@@ -25,12 +25,27 @@ def _aws() -> Backend:
     return AwsBackend()
 
 
+def _database() -> Backend:
+    # psycopg, likewise, only where a database mount is used.
+    from backends.database import DatabaseBackend
+
+    return DatabaseBackend()
+
+
+def _postgresql() -> Backend:
+    from backends.postgresql import LegacyPostgresBackend
+
+    return LegacyPostgresBackend()
+
+
 BUILTIN: Mapping[str, BackendFactory] = {
     "system": SysBackend,
     "token": TokenBackend,  # mounted once, at auth/token/, like system at sys/
     "generic": GenericBackend,
     "kv": GenericBackend,  # KV version 1: the same engine under today's name
     "aws": _aws,
+    "database": _database,
+    "postgresql": _postgresql,  # Vault 0.5's, on the database backend
     "cubbyhole": CubbyholeBackend,  # mounted once, by init, at cubbyhole/
     "userpass": UserpassBackend,  # auth methods: enabled by sys/auth, at auth/<path>/
     "approle": AppRoleBackend,

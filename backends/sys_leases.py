@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from backends.contract import Session
-from backends.errors import InvalidRequestError
+from backends.contract import MountView, Session
+from backends.errors import InvalidRequestError, ShreddedDataError
 from backends.expiration import ExpirationManager, RevocationError
 from backends.request import Request, Response
 from backends.ttl import human_duration, parse_duration
@@ -22,7 +22,7 @@ def serve_leases(session: Session, request: Request, path: str, op: str) -> Resp
     if path in ("leases", "leases/lookup") and op in ("read", "write") and not lease_id:
         if op == "write":
             raise InvalidRequestError("lease_id must be specified")
-        return list_leases(session.state, str(data.get("prefix") or ""))
+        return list_leases(session, str(data.get("prefix") or ""))
     if path == "leases/lookup" and op in ("read", "write"):
         return lookup(session, lease_id)
     if path.startswith("leases/lookup") and op == "list":
@@ -147,12 +147,14 @@ def list_lease_ids(state: StoreState, raw_prefix: str) -> Response:
     return Response(data={"keys": keys}) if keys else Response()
 
 
-def list_leases(state: StoreState, prefix: str) -> Response:
+def list_leases(session: Session, prefix: str) -> Response:
+    state = session.state
     now = time.time_ns() if state.seq else 0
     leases = [
         {
             "lease_id": lease.id,
             "path": lease.path,
+            "username": _username(session, lease),
             "issued": lease.issued,
             "expires": lease.expires,
             "renewable": lease.renewable,
@@ -163,6 +165,19 @@ def list_leases(state: StoreState, prefix: str) -> Response:
         for lease in state.leases_under(prefix)
     ]
     return Response(data={"leases": leases})
+
+
+def _username(session: Session, lease: Lease) -> str:
+    """The user outside the store the lease stands for (an IAM user, a database role),
+    opened from the lease's sealed data: "" if its mount's key is gone."""
+    mount = session.state.mounts.by_id.get(lease.mount_id)
+    if mount is None:
+        return ""
+    try:
+        internal = MountView(session, mount).open_value(lease.internal, "lease", lease.id)
+    except ShreddedDataError:
+        return ""
+    return str(internal.get("username") or "")
 
 
 def wants_sync(data: dict[str, Any]) -> bool:

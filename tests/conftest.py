@@ -15,6 +15,7 @@ import pytest
 from backends import Core
 from eventstore import decode_unseal_key, new_key
 from projections import Event, Store
+from tests.appdb import CREATION, AppDatabase
 from tests.iam_endpoint import IamProxy, MotoServer
 from tools.bench.postgres import PostgresServer
 from tools.transport import open_core as open_core  # the tests open Cores with it
@@ -137,3 +138,26 @@ def postgres() -> Iterator[PostgresServer]:
 def pg_url(postgres: PostgresServer) -> str:
     """The URL of a new, empty database."""
     return postgres.new_database()
+
+
+@pytest.fixture
+def app_db(postgres: PostgresServer) -> AppDatabase:
+    """An application's database, with an administrator for the database backend."""
+    return AppDatabase.create(postgres)
+
+
+@pytest.fixture
+def database(vault: VaultCLI, app_db: AppDatabase) -> VaultCLI:
+    """The README's database walkthrough set up: ``database/`` mounted, ``app``
+    configured, and the ``readonly`` role of the issue's example."""
+    vault("secrets", "enable", "database")
+    vault("write", "database/config/app", *app_db.config_args("readonly"))
+    vault(
+        "write",
+        "database/roles/readonly",
+        "db_name=app",
+        "default_ttl=1h",
+        "max_ttl=24h",
+        f"creation_statements={CREATION}",
+    )
+    return vault

@@ -206,13 +206,13 @@ def leases(
     prefix: Annotated[str, typer.Option(help="Only leases whose id starts with this.")] = "",
     at: Annotated[str, typer.Option(help="As the store stood at SEQ or TIME.")] = "",
 ) -> None:
-    """List live leases: id, path, issued, expires, renewable, revocation status."""
+    """List live leases: id, the user it stands for, issued, expires, renewable, status."""
     response = call("read", "sys/leases", {"prefix": prefix}, at=at, error_prefix="Error")
     found = (response.data or {}).get("leases") or []
     if not found:
         print("No leases found", file=sys.stderr)
         return
-    rows = [("Lease ID", "Path", "Issued", "Expires", "Renewable", "Status")]
+    rows = [("Lease ID", "User", "Issued", "Expires", "Renewable", "Status")]
     for lease in found:
         status = "expired, revocation pending" if lease["expired"] else "ok"
         if lease["failures"]:
@@ -220,7 +220,7 @@ def leases(
         rows.append(
             (
                 lease["lease_id"],
-                lease["path"],
+                lease.get("username") or "-",
                 rfc3339(lease["issued"]),
                 rfc3339(lease["expires"]),
                 text(lease["renewable"]),

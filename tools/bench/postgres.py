@@ -72,6 +72,11 @@ class PostgresServer:
                 "--no-instructions",
             ]
         )
+        # The superuser needs no password; every other role logs in with its own, as
+        # the roles the database backend creates must.
+        (self.data / "pg_hba.conf").write_text(  # initdb made it: the owner stays
+            f"host all {SUPERUSER} 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
+        )
 
     def _run(self, argv: list[str]) -> None:
         subprocess.run(argv, check=True, capture_output=True, user=self._user, cwd=self.root)

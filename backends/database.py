@@ -1,0 +1,406 @@
+"""The ``database`` backend: PostgreSQL roles created on demand, each living as long as its
+lease (Vault 1.x's database engine with the postgresql-database-plugin), and Vault 0.5's
+``postgresql`` mount type on the same implementation (``LegacyPostgresBackend``).
+
+Paths (relative to the mount): ``config/NAME``, ``roles/NAME``, ``creds/NAME``,
+``rotate-root/NAME``, ``reset/NAME``; LIST ``config`` and ``roles``. Connection settings,
+the administrator's password and every intent are values sealed with the mount's key;
+issued passwords are answered and never kept.
+
+Issuing is crash-safe as aws's is: the intent (which role) is durable before the
+creation statements run, and the lease is committed after; a process killed in between
+leaves the intent, which the next writer's open rolls back by dropping the role.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import secrets
+import string
+import threading
+import time
+from typing import Any, ClassVar
+
+from backends import pgroles
+from backends.contract import MountView, PathRules
+from backends.errors import InvalidRequestError, NoHandlerError
+from backends.request import Request, Response
+from backends.ttl import bounded_ttls, parse_duration
+
+PLUGIN = "postgresql-database-plugin"
+NAME = re.compile(r"\w(?:[\w.-]*\w)?")  # Vault's framework.GenericNameRegex
+_DISPLAY = re.compile(r"[^A-Za-z0-9_-]+")
+_ALPHANUMERIC = string.ascii_letters + string.digits
+DEFAULT_OPEN_CONNECTIONS = 4  # Vault's max_open_connections
+
+
+def _names(value: object) -> list[str]:
+    """A list given as a list or as a comma-separated string."""
+    if value is None or value == "":
+        return []
+    items = value if isinstance(value, list) else str(value).split(",")
+    return [str(item).strip() for item in items if str(item).strip()]
+
+
+def _statements(value: object) -> list[str]:
+    """Statements given as a list of strings or as one string (split later, on ``;``)."""
+    if value is None or value == "":
+        return []
+    items = value if isinstance(value, list) else [value]
+    return [str(item) for item in items if str(item).strip()]
+
+
+def _flag(value: object, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).lower()
+    if text not in ("true", "false", "1", "0", "t", "f"):
+        raise InvalidRequestError(f"cannot parse '{value}' as bool")
+    return text in ("true", "1", "t")
+
+
+def _count(value: object, default: int, what: str) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        number = int(str(value))
+    except ValueError:
+        raise InvalidRequestError(f"{what} must be an integer") from None
+    if number < 0:
+        raise InvalidRequestError(f"{what} must not be negative")
+    return number
+
+
+def generate_password(length: int = 20) -> str:
+    """Vault's default password: 20 characters from a CSPRNG, with at least one lower-case
+    and one upper-case letter, one digit and one dash."""
+    while True:
+        chars = [secrets.choice(_ALPHANUMERIC + "-") for _ in range(length)]
+        if all(any(c in group for c in chars) for group in _GROUPS):
+            return "".join(chars)
+
+
+_GROUPS = (string.ascii_lowercase, string.ascii_uppercase, string.digits, "-")
+
+
+def username(display: str, role: str) -> str:
+    """Vault's pattern: ``v-<display>-<role>-<random>-<unix time>``, at most 63 bytes."""
+    random_part = "".join(secrets.choice(_ALPHANUMERIC) for _ in range(20))
+    return f"v-{display[:8]}-{role[:8]}-{random_part}-{int(time.time())}"[:63]
+
+
+def display_name(request: Request) -> str:
+    """The token's display name (``root``, ``token``, ``userpass-bob``); embedded: the
+    operating-system user. Anything but letters, digits, ``_`` and ``-`` is dropped."""
+    actor = request.actor
+    name = actor.partition(":")[0] if ":" in actor else actor.partition("@")[0]
+    return _DISPLAY.sub("", name) or "token"
+
+
+class DatabaseBackend:
+    paths: ClassVar[PathRules] = PathRules(calls_out=True)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pools: dict[tuple[str, str], tuple[tuple[Any, ...], pgroles.Pool]] = {}
+
+    def handle(self, view: MountView, request: Request) -> Response:
+        path, op = request.path.rstrip("/"), request.operation
+        kind, _, name = path.partition("/")
+        if op == "list" and not name and kind in ("config", "roles"):
+            keys = [key.removesuffix("/") for key in view.list(f"{kind}/")]
+            return Response(data={"keys": keys} if keys else None)
+        if name and not NAME.fullmatch(name):
+            raise NoHandlerError(f"unsupported path: {op} {view.mount.path}{request.path}")
+        if kind == "config" and name:
+            return self.config(view, request, name)
+        if kind == "roles" and name:
+            return self.role(view, request, name)
+        if kind == "creds" and name and op == "read":
+            return self.issue(view, request, name)
+        if kind == "rotate-root" and name and op == "write":
+            self.rotate_root(view, name)
+            return Response()
+        if kind == "reset" and name and op == "write":
+            self._config(view, name)
+            self._drop_pool(view.mount.id, name)
+            return Response()
+        raise NoHandlerError(f"unsupported path: {op} {view.mount.path}{request.path}")
+
+    # ---- connections ---------------------------------------------------------------------
+
+    def config(self, view: MountView, request: Request, name: str) -> Response:
+        key = f"config/{name}"
+        if request.operation == "read":
+            config = view.get(key)
+            return Response(data=None if config is None else _shown_config(config))
+        if request.operation == "delete":
+            if view.get(key) is not None:
+                view.delete(key)
+            self._drop_pool(view.mount.id, name)
+            return Response()
+        if request.operation != "write":
+            raise InvalidRequestError(f"unsupported operation: {request.operation}")
+        config = _new_config(request.data, view.get(key))
+        if config["verify_connection"]:
+            pool = self._make_pool(config)
+            try:
+                pgroles.verify(pool)
+            finally:
+                pool.close()
+        view.put(key, config)
+        self._drop_pool(view.mount.id, name)
+        return Response()
+
+    def _config(self, view: MountView, name: str) -> dict[str, Any]:
+        config = view.get(f"config/{name}")
+        if config is None:
+            raise InvalidRequestError(f'failed to find entry for connection with name: "{name}"')
+        return config
+
+    def _make_pool(self, config: dict[str, Any]) -> pgroles.Pool:
+        conninfo = pgroles.connection_string(
+            config["connection_url"], config["username"], config["password"]
+        )
+        size = config["max_open_connections"] or DEFAULT_OPEN_CONNECTIONS
+        return pgroles.Pool(
+            conninfo,
+            size=size,
+            idle=config["max_idle_connections"] or size,
+            lifetime=config["max_connection_lifetime"],
+        )
+
+    def pool(self, view: MountView, db_name: str) -> pgroles.Pool:
+        """The pool of ``db_name``'s connection, made again when its settings changed (here
+        or on another node sharing the store)."""
+        config = self._config(view, db_name)
+        settings = tuple(sorted((k, str(v)) for k, v in config.items()))
+        with self._lock:
+            held = self._pools.get((view.mount.id, db_name))
+            if held is not None and held[0] == settings:
+                return held[1]
+            pool = self._make_pool(config)
+            self._pools[(view.mount.id, db_name)] = (settings, pool)
+        if held is not None:
+            held[1].close()
+        return pool
+
+    def _drop_pool(self, mount_id: str, db_name: str) -> None:
+        with self._lock:
+            held = self._pools.pop((mount_id, db_name), None)
+        if held is not None:
+            held[1].close()
+
+    # ---- roles ---------------------------------------------------------------------------
+
+    def role(self, view: MountView, request: Request, name: str) -> Response:
+        key = f"roles/{name}"
+        if request.operation == "read":
+            role = view.get(key)
+            return Response(data=None if role is None else self.shown_role(role))
+        if request.operation == "delete":
+            if view.get(key) is not None:
+                view.delete(key)
+            return Response()
+        if request.operation != "write":
+            raise InvalidRequestError(f"unsupported operation: {request.operation}")
+        view.put(key, self.new_role(request.data, view.get(key)))
+        return Response()
+
+    def new_role(self, data: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
+        role = dict(old or {})
+        for field in ("db_name",):
+            if field in data:
+                role[field] = str(data[field] or "")
+        for field in (
+            "creation_statements",
+            "revocation_statements",
+            "rollback_statements",
+            "renew_statements",
+        ):
+            if field in data or field not in role:
+                role[field] = _statements(data.get(field))
+                pgroles.check_template(field, role[field])
+        for field in ("default_ttl", "max_ttl"):
+            if field in data or field not in role:
+                role[field] = parse_duration(data.get(field) or 0)
+        if not role.get("db_name"):
+            raise InvalidRequestError("empty database name attribute")
+        if not role["creation_statements"]:
+            raise InvalidRequestError("creation_statements are required")
+        if role["max_ttl"] and role["default_ttl"] > role["max_ttl"]:
+            raise InvalidRequestError('"default_ttl" value must be less than "max_ttl" value')
+        return role
+
+    def shown_role(self, role: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "db_name": role["db_name"],
+            "creation_statements": role["creation_statements"],
+            "revocation_statements": role["revocation_statements"],
+            "rollback_statements": role["rollback_statements"],
+            "renew_statements": role["renew_statements"],
+            "default_ttl": role["default_ttl"],
+            "max_ttl": role["max_ttl"],
+            "credential_type": "password",
+        }
+
+    # ---- credentials ---------------------------------------------------------------------
+
+    def issue(self, view: MountView, request: Request, role_name: str) -> Response:
+        return self.issue_role(view, request, role_name, view.get(f"roles/{role_name}"))
+
+    def issue_role(
+        self, view: MountView, request: Request, role_name: str, role: dict[str, Any] | None
+    ) -> Response:
+        """A new role in the database, under a lease; ``role`` as stored (None: unknown)."""
+        if role is None:
+            raise InvalidRequestError(f"unknown role: {role_name}")
+        config = self._config(view, role["db_name"])
+        if not any(fnmatch.fnmatchcase(role_name, allowed) for allowed in config["allowed_roles"]):
+            raise InvalidRequestError(f'"{role_name}" is not an allowed role')
+        pool = self.pool(view, role["db_name"])
+        mount = view.mount
+        ttl, _ = bounded_ttls(
+            mount.default_lease_ttl, mount.max_lease_ttl, role["default_ttl"], role["max_ttl"]
+        )
+        name = self.username(request, role_name)
+        password = generate_password()
+        valid_until = pgroles.expiration(time.time() + ttl)
+        internal = {"db_name": role["db_name"], "role": role_name, "username": name}
+        intent = view.record_intent("create_role", internal)
+        try:
+            pgroles.create_role(pool, role["creation_statements"], name, password, valid_until)
+        except pgroles.DatabaseError as exc:
+            # The statements ran in one transaction: unless COMMIT itself failed, nothing
+            # was created. If it did, the role is dropped now, or by the next open.
+            if exc.unsure:
+                self._drop(view, internal, role["rollback_statements"])
+            view.complete_intent(intent, "failed")
+            view.commit()
+            raise
+        lease_id, ttl = view.issue_lease(internal, ttl=ttl, max_ttl=role["max_ttl"])
+        view.complete_intent(intent, "done")
+        return Response(
+            data={"username": name, "password": password},
+            lease_id=lease_id,
+            lease_duration=ttl,
+            renewable=True,
+        )
+
+    def username(self, request: Request, role_name: str) -> str:
+        return username(display_name(request), role_name)
+
+    def revoke(self, view: MountView, internal: dict[str, Any]) -> None:
+        role = view.get(f"roles/{internal['role']}") or {}
+        self._drop(view, internal, role.get("revocation_statements") or [])
+
+    def _drop(self, view: MountView, internal: dict[str, Any], statements: list[str]) -> None:
+        pgroles.drop_role(self.pool(view, internal["db_name"]), statements, internal["username"])
+
+    def renew(self, view: MountView, internal: dict[str, Any], expires: int) -> None:
+        """Move the role's VALID UNTIL to the lease's new end (``expires``, ns)."""
+        role = view.get(f"roles/{internal['role']}") or {}
+        pgroles.renew_role(
+            self.pool(view, internal["db_name"]),
+            role.get("renew_statements") or [],
+            internal["username"],
+            pgroles.expiration(expires / 1e9),
+        )
+
+    def roll_back(self, view: MountView, action: str, data: dict[str, Any]) -> None:
+        if action == "create_role":
+            role = view.get(f"roles/{data['role']}") or {}
+            self._drop(view, data, role.get("rollback_statements") or [])
+        elif action == "rotate_root":
+            self._finish_rotation(view, data)
+
+    # ---- the administrator's password ----------------------------------------------------
+
+    def rotate_root(self, view: MountView, db_name: str) -> None:
+        """A new password for the configured user, set in the database and then kept in
+        place of the old one, which is never answered again."""
+        config = self._config(view, db_name)
+        if not config["username"] or "{{password}}" not in config["connection_url"]:
+            raise InvalidRequestError(
+                "unable to rotate root credentials: no username and {{password}} in connection_url"
+            )
+        password = generate_password()
+        intent = view.record_intent("rotate_root", {"db_name": db_name, "password": password})
+        pgroles.set_password(
+            self.pool(view, db_name),
+            config["root_rotation_statements"],
+            config["username"],
+            password,
+        )
+        view.put(f"config/{db_name}", dict(config, password=password))
+        view.complete_intent(intent, "done")
+        self._drop_pool(view.mount.id, db_name)
+
+    def _finish_rotation(self, view: MountView, data: dict[str, Any]) -> None:
+        """A rotation cut short: keep the new password if the database took it."""
+        config = view.get(f"config/{data['db_name']}")
+        if config is None:
+            return
+        conninfo = pgroles.connection_string(
+            config["connection_url"], config["username"], data["password"]
+        )
+        if pgroles.can_log_in(conninfo):
+            view.put(f"config/{data['db_name']}", dict(config, password=data["password"]))
+            self._drop_pool(view.mount.id, data["db_name"])
+
+
+def _new_config(data: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
+    plugin = str(data.get("plugin_name") or (old or {}).get("plugin_name") or "")
+    if not plugin:
+        raise InvalidRequestError("empty plugin name")
+    if plugin != PLUGIN:
+        raise InvalidRequestError(f"no plugin named {plugin!r}: only {PLUGIN} is built in")
+    config = dict(old or {})
+
+    def take(field: str, default: Any, parse: Any = str) -> None:
+        if field in data and data[field] is not None:
+            config[field] = parse(data[field])
+        elif field not in config:
+            config[field] = default
+
+    take("plugin_name", PLUGIN)
+    take("connection_url", "")
+    take("username", "")
+    take("password", "")
+    take("allowed_roles", [], _names)
+    take("root_rotation_statements", [], _statements)
+    take("password_policy", "")
+    take("max_open_connections", DEFAULT_OPEN_CONNECTIONS)
+    take("max_idle_connections", 0)
+    take("max_connection_lifetime", 0, parse_duration)
+    config["verify_connection"] = _flag(data.get("verify_connection"), True)
+    for field in ("max_open_connections", "max_idle_connections"):
+        config[field] = _count(config[field], 0, field)
+    if not config["connection_url"]:
+        raise InvalidRequestError("connection_url cannot be empty")
+    if "://" not in config["connection_url"] and "=" not in config["connection_url"]:
+        raise InvalidRequestError("connection_url must be a postgres:// URL or key=value pairs")
+    pgroles.check_template("root_rotation_statements", config["root_rotation_statements"])
+    return config
+
+
+def _shown_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A connection as Vault reads it back: never the password."""
+    details = {
+        "connection_url": config["connection_url"],
+        "username": config["username"],
+        "max_open_connections": config["max_open_connections"],
+        "max_idle_connections": config["max_idle_connections"],
+        "max_connection_lifetime": f"{config['max_connection_lifetime']}s",
+    }
+    return {
+        "plugin_name": config["plugin_name"],
+        "connection_details": details,
+        "allowed_roles": config["allowed_roles"],
+        "root_credentials_rotate_statements": config["root_rotation_statements"],
+        "password_policy": config["password_policy"],
+        "verify_connection": config["verify_connection"],
+    }
