@@ -122,6 +122,9 @@ def remount(source: Annotated[str, typer.Argument(metavar="FROM")], to: str) -> 
 def write(
     path: str,
     data: Annotated[list[str] | None, typer.Argument(metavar="[K=V|@FILE|-]...")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", "-f", help="Write with no data (rotate-root/NAME).")
+    ] = False,
 ) -> None:
     """Write data (key=value pairs, @file.json, or JSON on stdin with -) to a path."""
     values = parse_data(data or [])
