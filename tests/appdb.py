@@ -33,9 +33,7 @@ class AppDatabase:
         suffix = uuid.uuid4().hex[:8]
         app = cls(server, url.rsplit("/", 1)[1], f"admin_{suffix}", f"pw-{uuid.uuid4().hex}")
         with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(
-                f"CREATE ROLE \"{app.admin}\" LOGIN CREATEROLE PASSWORD '{app.password}'"
-            )
+            conn.execute(f"CREATE ROLE \"{app.admin}\" LOGIN CREATEROLE PASSWORD '{app.password}'")
             conn.execute(f'GRANT pg_signal_backend TO "{app.admin}"')
             conn.execute("CREATE TABLE items (id int PRIMARY KEY, name text)")
             conn.execute("INSERT INTO items VALUES (1, 'one'), (2, 'two')")
