@@ -22,9 +22,11 @@ import threading
 import time
 from typing import Any, ClassVar
 
+from backends import password_policy as password_policies
 from backends import pgroles
 from backends.contract import MountView, PathRules
 from backends.errors import InvalidRequestError, NoHandlerError
+from backends.password_policy import PasswordPolicy
 from backends.request import Request, Response
 from backends.ttl import bounded_ttls, parse_duration
 
@@ -74,16 +76,12 @@ def _count(value: object, default: int, what: str) -> int:
     return number
 
 
-def generate_password(length: int = 20) -> str:
-    """Vault's default password: 20 characters from a CSPRNG, with at least one lower-case
-    and one upper-case letter, one digit and one dash."""
-    while True:
-        chars = [secrets.choice(_ALPHANUMERIC + "-") for _ in range(length)]
-        if all(any(c in group for c in chars) for group in _GROUPS):
-            return "".join(chars)
-
-
-_GROUPS = (string.ascii_lowercase, string.ascii_uppercase, string.digits, "-")
+def password_policy(view: MountView, config: dict[str, Any]) -> PasswordPolicy:
+    """The policy passwords for this connection are made by (Vault's default if none); one
+    whose characters could end a quoted SQL literal is refused."""
+    policy = password_policies.named(view.state, config.get("password_policy") or "")
+    pgroles.safe_value(f"password policy {config.get('password_policy')!r}", policy.charset)
+    return policy
 
 
 def username(display: str, role: str) -> str:
@@ -145,6 +143,7 @@ class DatabaseBackend:
         if request.operation != "write":
             raise InvalidRequestError(f"unsupported operation: {request.operation}")
         config = _new_config(request.data, view.get(key))
+        password_policy(view, config)
         if config["verify_connection"]:
             pool = self._make_pool(config)
             try:
@@ -267,7 +266,7 @@ class DatabaseBackend:
             mount.default_lease_ttl, mount.max_lease_ttl, role["default_ttl"], role["max_ttl"]
         )
         name = self.username(request, role_name)
-        password = generate_password()
+        password = password_policy(view, config).generate()
         valid_until = pgroles.expiration(time.time() + ttl)
         internal = {"db_name": role["db_name"], "role": role_name, "username": name}
         intent = view.record_intent("create_role", internal)
@@ -327,7 +326,7 @@ class DatabaseBackend:
             raise InvalidRequestError(
                 "unable to rotate root credentials: no username and {{password}} in connection_url"
             )
-        password = generate_password()
+        password = password_policy(view, config).generate()
         intent = view.record_intent("rotate_root", {"db_name": db_name, "password": password})
         pgroles.set_password(
             self.pool(view, db_name),

@@ -31,6 +31,8 @@ from backends.errors import (
 from backends.expiration import ExpirationManager
 from backends.moments import parse_time, resolve_at
 from backends.mounting import config_ttl, stage_mount
+from backends.password_policy import ROUTE as PASSWORD_POLICIES
+from backends.password_policy import serve_password_policies
 from backends.paths import clean_path, mount_point
 from backends.request import Request, Response, who
 from backends.sys_audit import serve_audit
@@ -134,6 +136,8 @@ class SysBackend:
             return self._status(session, path, op)
         if path == "leases" or path.startswith(("leases/", "renew", "revoke")):
             return serve_leases(session, request, path, op)
+        if path == PASSWORD_POLICIES or path.startswith(f"{PASSWORD_POLICIES}/"):
+            return serve_password_policies(session, request, path, op)
         if path.startswith(("policy", "policies/", "capabilities")):
             return serve_policies(session, request, path, op)
         if path == "auth" or path.startswith("auth/"):

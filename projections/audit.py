@@ -166,7 +166,7 @@ def audit_trail(events: Iterable[Event]) -> Iterator[AuditEntry]:
                 if isinstance(event, TokenRevoked):
                     detail["reason"] = event.reason
             case PolicyWritten() | PolicyDeleted():
-                path = f"sys/policies/acl/{event.name}"
+                path = f"sys/policies/{event.kind}/{event.name}"
             case RequestDenied():
                 path = event.path
                 detail = {"operation": event.operation, "reason": event.reason}

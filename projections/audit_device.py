@@ -207,7 +207,7 @@ class EntryRenderer:
                 return "update", "auth/token/revoke-accessor", TOKENS, details
             case PolicyWritten() | PolicyDeleted():
                 operation = "update" if isinstance(event, PolicyWritten) else "delete"
-                return operation, f"sys/policies/acl/{event.name}", SYSTEM, {}
+                return operation, f"sys/policies/{event.kind}/{event.name}", SYSTEM, {}
             case RequestDenied():
                 operation = _OPERATIONS.get(event.operation, event.operation)
                 return operation, event.path, self._route(event.path), {"error": event.reason}

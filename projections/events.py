@@ -229,12 +229,14 @@ class PolicyWritten(Event):
     TYPE: ClassVar[str] = "policy.written"
     name: str
     rules: str  # the policy's text as given (HCL or JSON)
+    kind: str = "acl"  # or "password": how passwords the store generates are made
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class PolicyDeleted(Event):
     TYPE: ClassVar[str] = "policy.deleted"
     name: str
+    kind: str = "acl"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -92,6 +92,7 @@ def write_snapshot(
             "policies": state.policies,
             "policy_seq": state.policy_seq,
             "token_roles": state.token_roles,
+            "password_policies": state.password_policies,
             "audit_devices": [astuple(x) for x in state.audit_devices.values()],
             "sections": places,
         },
@@ -146,6 +147,7 @@ def _read(f: BinaryIO, keyring: Keyring, seq: int, lazy: bool) -> Snapshot:
     state.policies = fields.get("policies", {})
     state.policy_seq = fields.get("policy_seq", 0)
     state.token_roles = fields.get("token_roles", {})
+    state.password_policies = fields.get("password_policies", {})
     state.audit_devices = {row[0]: AuditDevice(*row) for row in fields.get("audit_devices", [])}
     base = len(prefix) + length
     for mount_id, (start, size, count) in fields["sections"].items():

@@ -259,6 +259,7 @@ class StoreState:
     # The seq of the last policy change: ACLs are cached by it.
     policy_seq: int = 0
     token_roles: dict[str, dict[str, object]] = field(default_factory=dict)  # by name
+    password_policies: dict[str, str] = field(default_factory=dict)  # name -> HCL
 
     def copy(self) -> StoreState:
         return StoreState(
@@ -274,6 +275,7 @@ class StoreState:
             dict(self.audit_devices),
             self.policy_seq,
             dict(self.token_roles),
+            dict(self.password_policies),
         )
 
     def children(self, token_id: str) -> list[Token]:
@@ -376,6 +378,10 @@ def apply(state: StoreState, event: Event) -> StoreState:
             state.token_roles[event.name] = dict(event.settings)
         case TokenRoleDeleted():
             state.token_roles.pop(event.name, None)
+        case PolicyWritten() if event.kind == "password":
+            state.password_policies[event.name] = event.rules
+        case PolicyDeleted() if event.kind == "password":
+            state.password_policies.pop(event.name, None)
         case PolicyWritten():
             state.policies[event.name] = event.rules
             state.policy_seq = event.seq

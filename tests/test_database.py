@@ -220,3 +220,52 @@ def test_vault_05_postgresql_mount(vault: VaultCLI, app_db: AppDatabase) -> None
     assert logs_in(app_db, secret["data"])
     vault("revoke", secret["lease_id"])
     assert secret["data"]["username"] not in app_db.roles("")
+
+
+SHORT_POLICY = """
+length = 12
+rule "charset" {
+  charset = "abcdefghij"
+  min-chars = 2
+}
+rule "charset" {
+  charset = "0123456789"
+  min-chars = 3
+}
+"""
+
+
+def test_passwords_follow_the_connections_password_policy(
+    database: VaultCLI, app_db: AppDatabase
+) -> None:
+    (database.home / "short.hcl").write_text(SHORT_POLICY)
+    database("write", "sys/policies/password/short", "policy=@short.hcl")
+    assert database("list", "sys/policies/password").split()[-1] == "short"
+    generated = json.loads(database("read", "-format=json", "sys/policies/password/short/generate"))
+    assert _meets_short_policy(generated["data"]["password"])
+
+    database("write", "database/config/app", "password_policy=short")
+    secret = issue(database)
+    assert _meets_short_policy(secret["data"]["password"])
+    assert logs_in(app_db, secret["data"])
+
+    (database.home / "quotes.hcl").write_text('length = 8\nrule "charset" { charset = "ab\'" }\n')
+    database("write", "sys/policies/password/quotes", "policy=@quotes.hcl")
+    refused = database.run("write", "database/config/app", "password_policy=quotes")
+    assert refused.returncode != 0 and "not safe in SQL" in refused.stderr
+    missing = database.run("write", "database/config/app", "password_policy=nosuch")
+    assert missing.returncode != 0 and 'password policy "nosuch" not found' in missing.stderr
+    (database.home / "impossible.hcl").write_text(
+        'length = 4\nrule "charset" { charset = "a"\n min-chars = 5 }\n'
+    )
+    impossible = database.run("write", "sys/policies/password/x", "policy=@impossible.hcl")
+    assert impossible.returncode != 0 and "more characters than length" in impossible.stderr
+
+
+def _meets_short_policy(password: str) -> bool:
+    return (
+        len(password) == 12
+        and set(password) <= set("abcdefghij0123456789")
+        and sum(c.isdigit() for c in password) >= 3
+        and sum(c.isalpha() for c in password) >= 2
+    )
