@@ -215,9 +215,10 @@ class Core:
                 revoke_tree(Session(self.store, request, self.backends), token, "uses")
 
     def _past(self, request: Request, seq: int) -> StoreState:
-        """The state a request of the past reads: for a read, only the mount table then
-        and the one value (from the version index), else the whole state then."""
-        if request.operation == "read":
+        """The state a request of the past reads: for a read of a mount's value, only the
+        mount table then and that value (from the version index), else the whole state
+        then (the leases, the tokens, the policies)."""
+        if request.operation == "read" and not request.path.startswith(("sys/", "auth/")):
             return self.store.state_for_read(request.path, seq)
         return self.store.state_at(seq)
 

@@ -269,3 +269,18 @@ def _meets_short_policy(password: str) -> bool:
         and sum(c.isdigit() for c in password) >= 3
         and sum(c.isalpha() for c in password) >= 2
     )
+
+
+def test_history_says_who_obtained_which_user_and_when_it_lived(database: VaultCLI) -> None:
+    secret = issue(database)
+    user = secret["data"]["username"]
+    alive_seq = max(e.seq for e in database.events())
+    database("revoke", secret["lease_id"])
+    assert user in database("leases", f"-at={alive_seq}")  # the user was alive then
+    assert database.run("leases").stderr == "No leases found\n"
+    trail = database("audit", "-path=database/creds/")
+    issued = [line for line in trail.splitlines() if "lease.issued" in line]
+    revoked = [line for line in trail.splitlines() if "lease.revoked" in line]
+    assert len(issued) == 1 and secret["lease_id"] in issued[0]
+    assert len(revoked) == 1 and "reason=explicit" in revoked[0]
+    assert secret["data"]["password"] not in trail
