@@ -79,11 +79,22 @@ class LeasingBackend(Backend, Protocol):
     def roll_back(self, view: MountView, action: str, data: dict[str, Any]) -> None: ...
 
 
+class ScheduledBackend(Backend, Protocol):
+    """A backend with work of its own on the store's timer (a password rotated every
+    period): ``run_due`` does what is due, on each tick and on each writer's open."""
+
+    def run_due(self, view: MountView) -> None: ...
+
+
 BackendFactory = Callable[[], Backend]
 
 
 class Backends(Protocol):
-    """The backends a Core serves: a registry's instances, by mount type."""
+    """The backends a Core serves: a registry's instances, by mount type. ``scheduled``:
+    the types whose backends are ``ScheduledBackend``s, known without making them (so an
+    aws mount never costs boto3's import on the timer)."""
+
+    scheduled: frozenset[str]
 
     def get(self, backend_type: str) -> Backend: ...
 

@@ -251,10 +251,11 @@ class Core:
         self.expire()
 
     def expire(self) -> None:
-        """Revoke what expired and retry failed revocations whose backoff has passed: on
-        opening, and on a server's timer."""
+        """Revoke what expired, retry failed revocations whose backoff has passed, and do
+        what scheduled backends have due: on opening, and on a server's timer."""
         with self.store.lock:
             self._leases().expire_due()
+            self._leases().run_due()
             expire_tokens(Session(self.store, store_request(), self.backends))
             seq = self.store.head.seq if self.store.writable else 0
         self.store.flush()

@@ -7,6 +7,10 @@ Paths (relative to the mount): ``config/NAME``, ``roles/NAME``, ``creds/NAME``,
 the administrator's password and every intent are values sealed with the mount's key;
 issued passwords are answered and never kept.
 
+psycopg (through ``backends.pgroles``) is imported by the methods that talk to a
+database, not with this module: the timer's look at static roles, settings read back and
+refusals never pay for it.
+
 Issuing is crash-safe as aws's is: the intent (which role) is durable before the
 creation statements run, and the lease is committed after; a process killed in between
 leaves the intent, which the next writer's open rolls back by dropping the role.
@@ -14,21 +18,29 @@ leaves the intent, which the next writer's open rolls back by dropping the role.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import re
 import secrets
 import string
 import threading
 import time
-from typing import Any, ClassVar
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from backends import password_policy as password_policies
-from backends import pgroles
+from backends import sqltemplate
 from backends.contract import MountView, PathRules
-from backends.errors import InvalidRequestError, NoHandlerError
+from backends.errors import InvalidRequestError, NoHandlerError, RequestError
+from backends.expiration import backoff
 from backends.password_policy import PasswordPolicy
 from backends.request import Request, Response
 from backends.ttl import bounded_ttls, parse_duration
+from projections import NANOS
+from projections.audit import rfc3339_nano
+
+if TYPE_CHECKING:
+    from backends.pgroles import Pool
 
 PLUGIN = "postgresql-database-plugin"
 NAME = re.compile(r"\w(?:[\w.-]*\w)?")  # Vault's framework.GenericNameRegex
@@ -80,7 +92,7 @@ def password_policy(view: MountView, config: dict[str, Any]) -> PasswordPolicy:
     """The policy passwords for this connection are made by (Vault's default if none); one
     whose characters could end a quoted SQL literal is refused."""
     policy = password_policies.named(view.state, config.get("password_policy") or "")
-    pgroles.safe_value(f"password policy {config.get('password_policy')!r}", policy.charset)
+    sqltemplate.safe_value(f"password policy {config.get('password_policy')!r}", policy.charset)
     return policy
 
 
@@ -103,12 +115,12 @@ class DatabaseBackend:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pools: dict[tuple[str, str], tuple[tuple[Any, ...], pgroles.Pool]] = {}
+        self._pools: dict[tuple[str, str], tuple[tuple[Any, ...], Pool]] = {}
 
     def handle(self, view: MountView, request: Request) -> Response:
         path, op = request.path.rstrip("/"), request.operation
         kind, _, name = path.partition("/")
-        if op == "list" and not name and kind in ("config", "roles"):
+        if op == "list" and not name and kind in ("config", "roles", "static-roles"):
             keys = [key.removesuffix("/") for key in view.list(f"{kind}/")]
             return Response(data={"keys": keys} if keys else None)
         if name and not NAME.fullmatch(name):
@@ -122,6 +134,13 @@ class DatabaseBackend:
         if kind == "rotate-root" and name and op == "write":
             self.rotate_root(view, name)
             return Response()
+        if kind == "static-roles" and name:
+            return self.static_role(view, request, name)
+        if kind == "static-creds" and name and op == "read":
+            return self.static_creds(view, name)
+        if kind == "rotate-role" and name and op == "write":
+            self.rotate_static(view, name, self._static(view, name))
+            return Response()
         if kind == "reset" and name and op == "write":
             self._config(view, name)
             self._drop_pool(view.mount.id, name)
@@ -131,6 +150,8 @@ class DatabaseBackend:
     # ---- connections ---------------------------------------------------------------------
 
     def config(self, view: MountView, request: Request, name: str) -> Response:
+        from backends import pgroles
+
         key = f"config/{name}"
         if request.operation == "read":
             config = view.get(key)
@@ -160,8 +181,10 @@ class DatabaseBackend:
             raise InvalidRequestError(f'failed to find entry for connection with name: "{name}"')
         return config
 
-    def _make_pool(self, config: dict[str, Any]) -> pgroles.Pool:
-        conninfo = pgroles.connection_string(
+    def _make_pool(self, config: dict[str, Any]) -> Pool:
+        from backends import pgroles
+
+        conninfo = sqltemplate.connection_string(
             config["connection_url"], config["username"], config["password"]
         )
         size = config["max_open_connections"] or DEFAULT_OPEN_CONNECTIONS
@@ -172,7 +195,7 @@ class DatabaseBackend:
             lifetime=config["max_connection_lifetime"],
         )
 
-    def pool(self, view: MountView, db_name: str) -> pgroles.Pool:
+    def pool(self, view: MountView, db_name: str) -> Pool:
         """The pool of ``db_name``'s connection, made again when its settings changed (here
         or on another node sharing the store)."""
         config = self._config(view, db_name)
@@ -222,7 +245,7 @@ class DatabaseBackend:
         ):
             if field in data or field not in role:
                 role[field] = _statements(data.get(field))
-                pgroles.check_template(field, role[field])
+                sqltemplate.check_template(field, role[field])
         for field in ("default_ttl", "max_ttl"):
             if field in data or field not in role:
                 role[field] = parse_duration(data.get(field) or 0)
@@ -255,6 +278,8 @@ class DatabaseBackend:
         self, view: MountView, request: Request, role_name: str, role: dict[str, Any] | None
     ) -> Response:
         """A new role in the database, under a lease; ``role`` as stored (None: unknown)."""
+        from backends import pgroles
+
         if role is None:
             raise InvalidRequestError(f"unknown role: {role_name}")
         config = self._config(view, role["db_name"])
@@ -267,15 +292,13 @@ class DatabaseBackend:
         )
         name = self.username(request, role_name)
         password = password_policy(view, config).generate()
-        valid_until = pgroles.expiration(time.time() + ttl)
+        valid_until = sqltemplate.expiration(time.time() + ttl)
         internal = {"db_name": role["db_name"], "role": role_name, "username": name}
         intent = view.record_intent("create_role", internal)
         try:
             pgroles.create_role(pool, role["creation_statements"], name, password, valid_until)
-        except pgroles.DatabaseError as exc:
-            # The statements ran in one transaction: unless COMMIT itself failed, nothing
-            # was created. If it did, the role is dropped now, or by the next open.
-            if exc.unsure:
+        except sqltemplate.DatabaseError as exc:
+            if exc.unsure:  # COMMIT failed: drop the role now if it was made, or next open
                 self._drop(view, internal, role["rollback_statements"])
             view.complete_intent(intent, "failed")
             view.commit()
@@ -297,16 +320,20 @@ class DatabaseBackend:
         self._drop(view, internal, role.get("revocation_statements") or [])
 
     def _drop(self, view: MountView, internal: dict[str, Any], statements: list[str]) -> None:
+        from backends import pgroles
+
         pgroles.drop_role(self.pool(view, internal["db_name"]), statements, internal["username"])
 
     def renew(self, view: MountView, internal: dict[str, Any], expires: int) -> None:
         """Move the role's VALID UNTIL to the lease's new end (``expires``, ns)."""
+        from backends import pgroles
+
         role = view.get(f"roles/{internal['role']}") or {}
         pgroles.renew_role(
             self.pool(view, internal["db_name"]),
             role.get("renew_statements") or [],
             internal["username"],
-            pgroles.expiration(expires / 1e9),
+            sqltemplate.expiration(expires / 1e9),
         )
 
     def roll_back(self, view: MountView, action: str, data: dict[str, Any]) -> None:
@@ -315,12 +342,111 @@ class DatabaseBackend:
             self._drop(view, data, role.get("rollback_statements") or [])
         elif action == "rotate_root":
             self._finish_rotation(view, data)
+        elif action == "rotate_static":
+            self._finish_static(view, data)
+
+    # ---- static roles: an existing user whose password the store rotates ----------------
+
+    def static_role(self, view: MountView, request: Request, name: str) -> Response:
+        key = f"static-roles/{name}"
+        if request.operation == "read":
+            role = view.get(key)
+            return Response(data=None if role is None else _shown_static(role))
+        if request.operation == "delete":  # as Vault's: the password stays as it is
+            if view.get(key) is not None:
+                view.delete(key)
+            return Response()
+        if request.operation != "write":
+            raise InvalidRequestError(f"unsupported operation: {request.operation}")
+        old = view.get(key)
+        role = _new_static(request.data, old)
+        config = self._config(view, role["db_name"])
+        if not any(fnmatch.fnmatchcase(name, allowed) for allowed in config["allowed_roles"]):
+            raise InvalidRequestError(f'"{name}" is not an allowed role')
+        if old is None or old["username"] != role["username"]:
+            self.rotate_static(view, name, role)  # a new role's password is the store's at once
+        else:
+            view.put(
+                key,
+                dict(
+                    role,
+                    next_rotation=role["last_vault_rotation"] + role["rotation_period"] * NANOS,
+                ),
+            )
+        return Response()
+
+    def _static(self, view: MountView, name: str) -> dict[str, Any]:
+        role = view.get(f"static-roles/{name}")
+        if role is None:
+            raise InvalidRequestError(f"unknown static role: {name}")
+        return role
+
+    def static_creds(self, view: MountView, name: str) -> Response:
+        role = self._static(view, name)
+        ttl = max(0, round((role["next_rotation"] - time.time_ns()) / NANOS))
+        return Response(
+            data={
+                "username": role["username"],
+                "password": role["password"],
+                "last_vault_rotation": rfc3339_nano(role["last_vault_rotation"]),
+                "rotation_period": role["rotation_period"],
+                "ttl": ttl,
+            }
+        )
+
+    def rotate_static(self, view: MountView, name: str, role: dict[str, Any]) -> None:
+        """A new password for the role's user: durable as an intent, set in the database,
+        then kept in the role (the intent's roll-back keeps it if the database took it)."""
+        from backends import pgroles
+
+        config = self._config(view, role["db_name"])
+        password = password_policy(view, config).generate()
+        intent = view.record_intent("rotate_static", {"name": name, "password": password})
+        pool = self.pool(view, role["db_name"])
+        with _failed_unless_unsure(view, intent):
+            pgroles.set_password(pool, role["rotation_statements"], role["username"], password)
+        view.put(f"static-roles/{name}", _rotated(role, password))
+        view.complete_intent(intent, "done")
+
+    def run_due(self, view: MountView) -> None:
+        """Rotate the static roles whose period has passed; a failed rotation is kept in
+        the role (``last_error``) and tried again after a backoff."""
+        now = time.time_ns()
+        for key in view.list("static-roles/"):
+            role = view.get(f"static-roles/{key}")
+            if role is None or role["next_rotation"] > now:
+                continue
+            try:
+                self.rotate_static(view, key, role)
+            except RequestError as exc:
+                failures = role.get("failures", 0) + 1
+                view.put(
+                    f"static-roles/{key}",
+                    dict(
+                        role,
+                        failures=failures,
+                        last_error=" ".join(str(exc).split())[:300],
+                        next_rotation=now + backoff(failures) * NANOS,
+                    ),
+                )
+
+    def _finish_static(self, view: MountView, data: dict[str, Any]) -> None:
+        from backends import pgroles
+
+        role = view.get(f"static-roles/{data['name']}")
+        if role is None:
+            return
+        config = self._config(view, role["db_name"])
+        if pgroles.can_log_in(config["connection_url"], role["username"], data["password"]):
+            view.put(f"static-roles/{data['name']}", _rotated(role, data["password"]))
 
     # ---- the administrator's password ----------------------------------------------------
 
     def rotate_root(self, view: MountView, db_name: str) -> None:
         """A new password for the configured user, set in the database and then kept in
         place of the old one, which is never answered again."""
+        from backends import pgroles
+
         config = self._config(view, db_name)
         if not config["username"] or "{{password}}" not in config["connection_url"]:
             raise InvalidRequestError(
@@ -328,25 +454,23 @@ class DatabaseBackend:
             )
         password = password_policy(view, config).generate()
         intent = view.record_intent("rotate_root", {"db_name": db_name, "password": password})
-        pgroles.set_password(
-            self.pool(view, db_name),
-            config["root_rotation_statements"],
-            config["username"],
-            password,
-        )
+        pool = self.pool(view, db_name)
+        with _failed_unless_unsure(view, intent):
+            pgroles.set_password(
+                pool, config["root_rotation_statements"], config["username"], password
+            )
         view.put(f"config/{db_name}", dict(config, password=password))
         view.complete_intent(intent, "done")
         self._drop_pool(view.mount.id, db_name)
 
     def _finish_rotation(self, view: MountView, data: dict[str, Any]) -> None:
         """A rotation cut short: keep the new password if the database took it."""
+        from backends import pgroles
+
         config = view.get(f"config/{data['db_name']}")
         if config is None:
             return
-        conninfo = pgroles.connection_string(
-            config["connection_url"], config["username"], data["password"]
-        )
-        if pgroles.can_log_in(conninfo):
+        if pgroles.can_log_in(config["connection_url"], config["username"], data["password"]):
             view.put(f"config/{data['db_name']}", dict(config, password=data["password"]))
             self._drop_pool(view.mount.id, data["db_name"])
 
@@ -382,8 +506,68 @@ def _new_config(data: dict[str, Any], old: dict[str, Any] | None) -> dict[str, A
         raise InvalidRequestError("connection_url cannot be empty")
     if "://" not in config["connection_url"] and "=" not in config["connection_url"]:
         raise InvalidRequestError("connection_url must be a postgres:// URL or key=value pairs")
-    pgroles.check_template("root_rotation_statements", config["root_rotation_statements"])
+    sqltemplate.check_template("root_rotation_statements", config["root_rotation_statements"])
     return config
+
+
+@contextlib.contextmanager
+def _failed_unless_unsure(view: MountView, intent: str) -> Iterator[None]:
+    """The statements inside run in one transaction: unless COMMIT itself failed, nothing
+    was done, and the intent is completed as failed. If COMMIT failed, the intent is left
+    for the next open, whose roll-back finds out what the database holds."""
+    try:
+        yield
+    except sqltemplate.DatabaseError as exc:
+        if not exc.unsure:
+            view.complete_intent(intent, "failed")
+            view.commit()
+        raise
+
+
+MIN_ROTATION_PERIOD = 5  # seconds, as Vault's
+
+
+def _new_static(data: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
+    role = dict(old or {})
+    for field in ("db_name", "username"):
+        if field in data:
+            role[field] = str(data[field] or "")
+    if "rotation_period" in data or "rotation_period" not in role:
+        role["rotation_period"] = parse_duration(data.get("rotation_period") or 0)
+    if "rotation_statements" in data or "rotation_statements" not in role:
+        role["rotation_statements"] = _statements(data.get("rotation_statements"))
+        sqltemplate.check_template("rotation_statements", role["rotation_statements"])
+    if not role.get("db_name"):
+        raise InvalidRequestError("empty database name attribute")
+    if not role.get("username"):
+        raise InvalidRequestError("username is a required field to create a static account")
+    sqltemplate.safe_value("username", role["username"])
+    if role["rotation_period"] < MIN_ROTATION_PERIOD:
+        raise InvalidRequestError(f"rotation_period must be {MIN_ROTATION_PERIOD} seconds or more")
+    role.setdefault("password", "")
+    role.setdefault("last_vault_rotation", 0)
+    return role
+
+
+def _rotated(role: dict[str, Any], password: str) -> dict[str, Any]:
+    now = time.time_ns()
+    rotated = dict(role, password=password, last_vault_rotation=now, failures=0, last_error="")
+    rotated["next_rotation"] = now + role["rotation_period"] * NANOS
+    return rotated
+
+
+def _shown_static(role: dict[str, Any]) -> dict[str, Any]:
+    shown = {
+        "db_name": role["db_name"],
+        "username": role["username"],
+        "rotation_period": role["rotation_period"],
+        "rotation_statements": role["rotation_statements"],
+        "last_vault_rotation": rfc3339_nano(role["last_vault_rotation"]),
+        "credential_type": "password",
+    }
+    if role.get("failures"):
+        shown["last_error"] = role["last_error"]
+    return shown
 
 
 def _shown_config(config: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any, cast
 
-from backends.contract import LeasingBackend, MountView, Session
+from backends.contract import LeasingBackend, MountView, ScheduledBackend, Session
 from backends.errors import InvalidRequestError, NoHandlerError, RequestError
 from backends.request import Request, who
 from projections import (
@@ -130,6 +130,16 @@ class ExpirationManager:
                     self.revoke(lease, reason)
                 except RevocationError:
                     continue  # recorded; retried on a later open
+
+    def run_due(self) -> None:
+        """What scheduled backends have due (a static role's rotation); a failure is theirs
+        to record, and is tried again on a later tick."""
+        session = self.session
+        for mount in session.state.mounts.sorted():
+            if mount.type in session.backends.scheduled:
+                backend = cast(ScheduledBackend, session.backend(mount.type))
+                backend.run_due(MountView(session, mount))
+                session.commit()
 
     def roll_back_intents(self) -> None:
         """Undo actions that were started but whose outcome never reached the log."""

@@ -1,99 +1,35 @@
 """PostgreSQL roles for the database backend: create, renew, revoke, and set a password,
 through a small bounded pool of connections (Vault's postgresql-database-plugin).
 
-psycopg is imported here only, and this module only when a database mount is used.
-Statements are the administrator's templates: ``{{name}}`` (or ``{{username}}``),
-``{{password}}`` and ``{{expiration}}`` are replaced by values this store generated, and
-every value is checked before it is placed in SQL (``safe_value``), so nothing a caller
-names can close a quoted literal or identifier. The store's own statements quote with
-psycopg's ``sql.Identifier`` and ``sql.Literal``.
+psycopg is imported here only, and this module only when the database is talked to. The
+administrator's statements are filled in by ``backends.sqltemplate``; the store's own
+quote with psycopg's ``sql.Identifier`` and ``sql.Literal``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
-from urllib.parse import quote
 
 import psycopg
 from psycopg import sql
 
-from backends.errors import InvalidRequestError, UpstreamError
+from backends.sqltemplate import (
+    DatabaseError,
+    connection_string,
+    render,
+    safe_value,
+    split_statements,
+)
 
 CONNECT_TIMEOUT = 5  # seconds to reach the database
 WAIT_TIMEOUT = 10.0  # seconds to wait for a connection when all are in use
 # A statement that runs longer, or waits on a lock longer, is cancelled: a revocation
 # blocked behind a long transaction fails (and is retried) instead of hanging a request.
 SESSION_OPTIONS = "-c statement_timeout=30000 -c lock_timeout=10000"
-
-_TEMPLATE = re.compile(r"\{\{\s*([A-Za-z_]+)\s*\}\}")
-_UNSAFE = re.compile(r"""['"\\$\x00-\x1f\x7f]""")
-VARIABLES = frozenset({"name", "username", "password", "expiration"})
-
-
-class DatabaseError(UpstreamError):
-    """The database refused or could not be reached (HTTP 502); the message is one line
-    and never holds a password. ``unsure``: the failure came at COMMIT, so what was asked
-    may have been done."""
-
-    def __init__(self, message: str, *, unsure: bool = False) -> None:
-        super().__init__(message)
-        self.unsure = unsure
-
-
-def safe_value(what: str, value: str) -> str:
-    """``value`` if it cannot end a quoted SQL literal or identifier, else refuse it."""
-    if not value or _UNSAFE.search(value):
-        raise InvalidRequestError(f"{what} holds characters that are not safe in SQL")
-    return value
-
-
-def check_template(field: str, statements: Sequence[str]) -> None:
-    """Refuse a template naming a variable this store does not fill in."""
-    for statement in statements:
-        for variable in _TEMPLATE.findall(statement):
-            if variable not in VARIABLES:
-                raise InvalidRequestError(
-                    f"unknown template variable {{{{{variable}}}}} in {field}"
-                )
-
-
-def render(statement: str, values: dict[str, str]) -> str:
-    def value(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in values:
-            raise InvalidRequestError(f"template variable {{{{{name}}}}} has no value here")
-        return values[name]
-
-    return _TEMPLATE.sub(value, statement)
-
-
-def split_statements(statements: Sequence[str]) -> list[str]:
-    """One query per ``;``, as Vault splits them; a statement holding ``$$`` (a function
-    body, a DO block) is run whole."""
-    queries = []
-    for statement in statements:
-        if "$$" in statement:
-            queries.append(statement.strip())
-        else:
-            queries.extend(part.strip() for part in statement.split(";"))
-    return [query for query in queries if query]
-
-
-def connection_string(url: str, username: str, password: str) -> str:
-    """``url`` with ``{{username}}`` and ``{{password}}`` filled in, percent-encoded."""
-    return url.replace("{{username}}", quote(username, safe="")).replace(
-        "{{password}}", quote(password, safe="")
-    )
-
-
-def expiration(unix_seconds: float) -> str:
-    """A role's VALID UNTIL, in the form Vault's plugin writes (UTC)."""
-    return time.strftime("%Y-%m-%d %H:%M:%S+0000", time.gmtime(unix_seconds))
 
 
 class Pool:
@@ -271,6 +207,7 @@ def drop_role(pool: Pool, statements: Sequence[str], name: str) -> None:
 def set_password(pool: Pool, statements: Sequence[str], name: str, password: str) -> None:
     """Change a role's password: ``statements`` (``{{username}}``, ``{{password}}``) or
     ``ALTER ROLE ... WITH PASSWORD``."""
+    committing = False
     with pool.connection() as conn:
         try:
             with conn.transaction():
@@ -288,20 +225,25 @@ def set_password(pool: Pool, statements: Sequence[str], name: str, password: str
                             sql.Identifier(name), sql.Literal(password)
                         )
                     )
+                committing = True
         except psycopg.Error as exc:
-            raise DatabaseError(pool.describe(exc, password)) from None
+            raise DatabaseError(pool.describe(exc, password), unsure=committing) from None
 
 
 _REFUSED_LOGIN = ("28P01", "28000")  # invalid password, invalid authorization
 
 
-def can_log_in(conninfo: str) -> bool:
-    """Whether these credentials open a connection: False if the database refuses them,
-    an error if it cannot be asked."""
+def can_log_in(url: str, user: str, password: str) -> bool:
+    """Whether ``user`` with ``password`` opens a connection to ``url``'s database: False
+    if the database refuses them, an error if it cannot be asked."""
+    conninfo = connection_string(url, user, password)
     try:
-        psycopg.connect(conninfo, connect_timeout=CONNECT_TIMEOUT).close()
+        psycopg.connect(
+            conninfo, user=user, password=password, connect_timeout=CONNECT_TIMEOUT
+        ).close()
     except psycopg.Error as exc:
         if exc.sqlstate in _REFUSED_LOGIN or "password authentication failed" in str(exc):
             return False
-        raise DatabaseError(" ".join(str(exc).split())[:300]) from None
+        message = " ".join(str(exc).split()).replace(password, "[redacted]")
+        raise DatabaseError(message[:300]) from None
     return True

@@ -52,11 +52,18 @@ BUILTIN: Mapping[str, BackendFactory] = {
 }
 
 
+SCHEDULED = frozenset({"database", "postgresql"})  # static roles rotate on the timer
+
+
 class Registry:
     """Backend instances by mount type, each made on first use."""
 
-    def __init__(self, factories: Mapping[str, BackendFactory] = BUILTIN) -> None:
-        self.factories = factories
+    def __init__(
+        self,
+        factories: Mapping[str, BackendFactory] = BUILTIN,
+        scheduled: frozenset[str] = SCHEDULED,
+    ) -> None:
+        self.factories, self.scheduled = factories, scheduled
         self._made: dict[str, Backend] = {}
 
     def get(self, backend_type: str) -> Backend:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -284,3 +286,62 @@ def test_history_says_who_obtained_which_user_and_when_it_lived(database: VaultC
     assert len(issued) == 1 and secret["lease_id"] in issued[0]
     assert len(revoked) == 1 and "reason=explicit" in revoked[0]
     assert secret["data"]["password"] not in trail
+
+
+def test_static_role_password_rotated_by_the_store(database: VaultCLI, app_db: AppDatabase) -> None:
+    with app_db.superuser() as conn:
+        conn.execute(f"CREATE ROLE \"app_{app_db.admin}\" LOGIN PASSWORD 'initial'")
+    user = f"app_{app_db.admin}"
+    database("write", "database/config/app", "allowed_roles=readonly,app")
+    database(
+        "write",
+        "database/static-roles/app",
+        "db_name=app",
+        f"username={user}",
+        "rotation_period=5s",
+    )
+    assert not logs_in(app_db, {"username": user, "password": "initial"})  # rotated at once
+    first = json.loads(database("read", "-format=json", "database/static-creds/app"))["data"]
+    assert first["username"] == user and first["rotation_period"] == 5
+    assert 0 < first["ttl"] <= 5
+    assert logs_in(app_db, first)
+    role = json.loads(database("read", "-format=json", "database/static-roles/app"))["data"]
+    assert role["username"] == user and "password" not in role
+
+    database("write", "-f", "database/rotate-role/app")
+    second = json.loads(database("read", "-format=json", "database/static-creds/app"))["data"]
+    assert second["password"] != first["password"]
+    assert logs_in(app_db, second) and not logs_in(app_db, first)
+
+    time.sleep(5.2)
+    database("write", "secret/x", "value=1")  # a writer's open rotates what is due
+    third = json.loads(database("read", "-format=json", "database/static-creds/app"))["data"]
+    assert third["password"] != second["password"] and logs_in(app_db, third)
+    for path in database.home.rglob("*"):
+        if path.is_file():
+            assert third["password"].encode() not in path.read_bytes(), path
+    refused = database.run(
+        "write", "database/static-roles/bad", "db_name=app", "username=x'y", "rotation_period=1h"
+    )
+    assert refused.returncode != 0 and "not safe in SQL" in refused.stderr
+
+
+def test_commands_that_do_not_talk_to_the_database_do_not_import_psycopg(
+    database: VaultCLI,
+) -> None:
+    """A writer's open looks at the database mount's static roles on the timer's behalf:
+    that, and settings read back, never import the driver (170 ms a command)."""
+    probe = (
+        "import sys\n"
+        "from tools.cli import main\n"
+        "for argv in (['vault', 'write', 'secret/x', 'value=1'],"
+        " ['vault', 'read', 'database/roles/readonly']):\n"
+        "    sys.argv = argv\n"
+        "    try:\n        main()\n    except SystemExit:\n        pass\n"
+        "print('psycopg' in sys.modules, file=sys.stderr)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], env=database.env, capture_output=True, text=True, check=True
+    )
+    assert "creation_statements" in result.stdout
+    assert result.stderr.strip() == "False"
