@@ -79,6 +79,10 @@ class Pool:
             )
         except psycopg.Error as exc:
             raise DatabaseError(self.describe(exc)) from None
+        # PostgreSQL 14+ then notices within a second that this process died mid-statement
+        # and rolls its transaction back, instead of running on until it next writes to it.
+        with contextlib.suppress(psycopg.Error):
+            conn.execute("SET client_connection_check_interval = 1000")
         return time.monotonic(), conn
 
     def _give_back(self, born: float, conn: psycopg.Connection[Any]) -> None:
