@@ -7,6 +7,7 @@ import contextlib
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 
@@ -60,11 +61,11 @@ class AppDatabase:
             f"allowed_roles={allowed_roles}",
         ]
 
-    def connect(self, user: str, password: str) -> psycopg.Connection[tuple[object, ...]]:
+    def connect(self, user: str, password: str) -> psycopg.Connection[tuple[Any, ...]]:
         return psycopg.connect(self.url(user, password), autocommit=True, connect_timeout=5)
 
     @contextlib.contextmanager
-    def superuser(self) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    def superuser(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
         with psycopg.connect(self.server.url(self.name), autocommit=True) as conn:
             yield conn
 

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 import psycopg
 
@@ -135,7 +136,7 @@ def kill_trials(vault: VaultCLI, app_db: AppDatabase, trials: int, seed: int = 7
     return len(app_db.roles() - before - leased)
 
 
-def _connected(watcher: psycopg.Connection[tuple[object, ...]], app_db: AppDatabase) -> bool:
+def _connected(watcher: psycopg.Connection[tuple[Any, ...]], app_db: AppDatabase) -> bool:
     row = watcher.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'vaultlog'"
         " AND datname = %s",
