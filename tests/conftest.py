@@ -15,9 +15,8 @@ import pytest
 from backends import Core
 from eventstore import decode_unseal_key, new_key
 from projections import Event, Store
-from tests.appdb import CREATION, AppDatabase
 from tests.iam_endpoint import IamProxy, MotoServer
-from tools.bench.postgres import PostgresServer
+from tools.bench.postgres import CREATION, AppDatabase, PostgresServer
 from tools.transport import open_core as open_core  # the tests open Cores with it
 
 

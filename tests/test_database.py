@@ -12,8 +12,8 @@ import psycopg
 import pytest
 
 from projections import IntentRecorded, LeaseIssued, LeaseRevoked
-from tests.appdb import CREATION, AppDatabase
 from tests.conftest import VaultCLI
+from tools.bench.postgres import CREATION, AppDatabase
 
 
 def issue(vault: VaultCLI, path: str = "database/creds/readonly") -> dict[str, Any]:
@@ -345,3 +345,18 @@ def test_commands_that_do_not_talk_to_the_database_do_not_import_psycopg(
     )
     assert "creation_statements" in result.stdout
     assert result.stderr.strip() == "False"
+
+
+def test_revocation_finds_grants_in_every_schema(database: VaultCLI, app_db: AppDatabase) -> None:
+    """A role left holding a privilege cannot be dropped: the default revocation must find
+    the schema and column grants the creation statements made."""
+    wide = (
+        CREATION + ' GRANT USAGE ON SCHEMA reports TO "{{name}}";'
+        ' GRANT SELECT ON reports.daily TO "{{name}}"; GRANT UPDATE (name) ON items TO "{{name}}";'
+    )
+    database("write", "database/roles/readonly", f"creation_statements={wide}")
+    secret = issue(database)
+    with app_db.connect(secret["data"]["username"], secret["data"]["password"]) as session:
+        assert session.execute("SELECT count(*) FROM reports.daily").fetchone() == (0,)
+    database("lease", "revoke", secret["lease_id"])
+    assert secret["data"]["username"] not in app_db.roles()

@@ -12,9 +12,8 @@ import hvac
 import psycopg
 import pytest
 
-from tests.appdb import CREATION, AppDatabase
 from tests.servers import DevServer, bao_client, running, vaultlog_dev_server
-from tools.bench.postgres import PostgresServer
+from tools.bench.postgres import CREATION, AppDatabase, PostgresServer
 
 
 @pytest.fixture(scope="module")

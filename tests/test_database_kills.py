@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
 import time
-from typing import Any
-
-import psycopg
 
 from projections import IntentCompleted, IntentRecorded, LeaseIssued
-from tests.appdb import CREATION, AppDatabase
 from tests.conftest import VaultCLI, vault_executable
+from tools.bench.database import kill_trials
+from tools.bench.postgres import CREATION, AppDatabase
 
 
 def _wait_for(check: object, what: str, timeout: float = 20) -> None:
@@ -111,48 +108,8 @@ def test_kill_between_create_role_and_the_lease(database: VaultCLI, app_db: AppD
     assert database.run("leases").stderr == "No leases found\n"
 
 
-def kill_trials(vault: VaultCLI, app_db: AppDatabase, trials: int, seed: int = 7) -> int:
-    """Kill ``vault read database/creds/readonly`` at random moments of the issue itself:
-    once its connection to the database shows (the intent is durable by then), within
-    the next 30 ms, which spans CREATE ROLE, its COMMIT, the lease and its fsync. After
-    one more open, the number of roles made meanwhile alive with no live lease."""
-    before = app_db.roles()
-    chance = random.Random(seed)
-    with app_db.superuser() as watcher:
-        for _ in range(trials):
-            child = subprocess.Popen(
-                [vault_executable(), "read", "database/creds/readonly"],
-                env=vault.env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            while child.poll() is None and not _connected(watcher, app_db):
-                time.sleep(0.002)
-            time.sleep(chance.uniform(0, 0.03))
-            os.kill(child.pid, signal.SIGKILL)
-            child.wait()
-    vault("write", "secret/x", "value=1")  # rolls back what the kills left
-    leased = {line.split()[1] for line in vault.run("leases").stdout.splitlines()[1:]}
-    return len(app_db.roles() - before - leased)
-
-
-def _connected(watcher: psycopg.Connection[tuple[Any, ...]], app_db: AppDatabase) -> bool:
-    row = watcher.execute(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'vaultlog'"
-        " AND datname = %s",
-        (app_db.name,),
-    ).fetchone()
-    return bool(row and row[0])
-
-
-def _seconds(vault: VaultCLI, *args: str) -> float:
-    start = time.perf_counter()
-    vault(*args)
-    return time.perf_counter() - start
-
-
 def test_kill_trials_leave_no_role_without_a_lease(database: VaultCLI, app_db: AppDatabase) -> None:
-    assert kill_trials(database, app_db, trials=12) == 0
+    assert kill_trials(database.env, app_db, trials=12) == 0
     issued = [e for e in database.events() if isinstance(e, LeaseIssued)]
     assert issued  # the trials did reach issuing, some of them to the end
     assert json.loads(database("read", "-format=json", "database/creds/readonly"))["data"]
