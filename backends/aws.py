@@ -20,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from backends.contract import MountView, PathRules
 from backends.errors import InvalidRequestError, NoHandlerError, UpstreamError
 from backends.request import Request, Response
-from backends.ttl import parse_duration
+from backends.ttl import lease_settings, parse_duration
 
 _CLIENT_CONFIG = Config(
     retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5, read_timeout=20
@@ -71,12 +71,7 @@ class AwsBackend:
         return Response()
 
     def write_lease(self, view: MountView, data: dict[str, Any]) -> Response:
-        if not data.get("lease") or not data.get("lease_max"):
-            raise InvalidRequestError("both lease and lease_max are required")
-        lease, lease_max = parse_duration(data["lease"]), parse_duration(data["lease_max"])
-        if lease > lease_max:
-            raise InvalidRequestError("lease cannot be longer than lease_max")
-        view.put("config/lease", {"lease": str(data["lease"]), "lease_max": str(data["lease_max"])})
+        view.put("config/lease", lease_settings(data))
         return Response()
 
     def role(self, view: MountView, request: Request, name: str) -> Response:

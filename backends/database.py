@@ -35,6 +35,7 @@ from backends.errors import InvalidRequestError, NoHandlerError, RequestError
 from backends.expiration import backoff
 from backends.password_policy import PasswordPolicy
 from backends.request import Request, Response
+from backends.token import flag
 from backends.ttl import bounded_ttls, parse_duration
 from projections import NANOS
 from projections.audit import rfc3339_nano
@@ -63,17 +64,6 @@ def _statements(value: object) -> list[str]:
         return []
     items = value if isinstance(value, list) else [value]
     return [str(item) for item in items if str(item).strip()]
-
-
-def _flag(value: object, default: bool) -> bool:
-    if value is None or value == "":
-        return default
-    if isinstance(value, bool):
-        return value
-    text = str(value).lower()
-    if text not in ("true", "false", "1", "0", "t", "f"):
-        raise InvalidRequestError(f"cannot parse '{value}' as bool")
-    return text in ("true", "1", "t")
 
 
 def _count(value: object, default: int, what: str) -> int:
@@ -499,7 +489,8 @@ def _new_config(data: dict[str, Any], old: dict[str, Any] | None) -> dict[str, A
     take("max_open_connections", DEFAULT_OPEN_CONNECTIONS)
     take("max_idle_connections", 0)
     take("max_connection_lifetime", 0, parse_duration)
-    config["verify_connection"] = _flag(data.get("verify_connection"), True)
+    verify = data.get("verify_connection")
+    config["verify_connection"] = True if verify is None else flag("verify_connection", verify)
     for field in ("max_open_connections", "max_idle_connections"):
         config[field] = _count(config[field], 0, field)
     if not config["connection_url"]:

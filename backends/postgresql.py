@@ -14,9 +14,9 @@ from typing import Any
 
 from backends.contract import MountView
 from backends.database import NAME, DatabaseBackend, display_name
-from backends.errors import InvalidRequestError, NoHandlerError
+from backends.errors import NoHandlerError
 from backends.request import Request, Response
-from backends.ttl import parse_duration
+from backends.ttl import lease_settings, parse_duration
 
 CONNECTION = "connection"
 
@@ -56,12 +56,7 @@ class LegacyPostgresBackend(DatabaseBackend):
         raise NoHandlerError(f"unsupported path: {op} {view.mount.path}{request.path}")
 
     def write_lease(self, view: MountView, data: dict[str, Any]) -> Response:
-        if not data.get("lease") or not data.get("lease_max"):
-            raise InvalidRequestError("both lease and lease_max are required")
-        lease, lease_max = parse_duration(data["lease"]), parse_duration(data["lease_max"])
-        if lease > lease_max:
-            raise InvalidRequestError("lease cannot be longer than lease_max")
-        view.put("config/lease", {"lease": str(data["lease"]), "lease_max": str(data["lease_max"])})
+        view.put("config/lease", lease_settings(data))
         return Response()
 
     def issue(self, view: MountView, request: Request, role_name: str) -> Response:

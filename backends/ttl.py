@@ -49,6 +49,15 @@ def _seconds(value: object) -> int:
     return int(total)
 
 
+def lease_settings(data: dict[str, object]) -> dict[str, str]:
+    """Vault 0.5's ``config/lease`` of a backend: ``lease`` and ``lease_max``, checked."""
+    if not data.get("lease") or not data.get("lease_max"):
+        raise InvalidRequestError("both lease and lease_max are required")
+    if parse_duration(data["lease"]) > parse_duration(data["lease_max"]):
+        raise InvalidRequestError("lease cannot be longer than lease_max")
+    return {"lease": str(data["lease"]), "lease_max": str(data["lease_max"])}
+
+
 def bounded_ttls(
     default_ttl: int, max_ttl: int, requested: int = 0, requested_max: int = 0
 ) -> tuple[int, int]:
