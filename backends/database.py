@@ -3,8 +3,10 @@ lease (Vault 1.x's database engine with the postgresql-database-plugin), and Vau
 ``postgresql`` mount type on the same implementation (``LegacyPostgresBackend``).
 
 Paths (relative to the mount): ``config/NAME``, ``roles/NAME``, ``creds/NAME``,
-``rotate-root/NAME``, ``reset/NAME``; LIST ``config`` and ``roles``. Connection settings,
-the administrator's password and every intent are values sealed with the mount's key;
+``rotate-root/NAME``, ``reset/NAME``, and static roles (an existing user whose password
+the store rotates): ``static-roles/NAME``, ``static-creds/NAME``, ``rotate-role/NAME``;
+LIST ``config``, ``roles`` and ``static-roles``. Connection settings, the administrator's
+password, static roles' passwords and every intent are values sealed with the mount's key;
 issued passwords are answered and never kept.
 
 psycopg (through ``backends.pgroles``) is imported by the methods that talk to a
@@ -224,9 +226,8 @@ class DatabaseBackend:
 
     def new_role(self, data: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
         role = dict(old or {})
-        for field in ("db_name",):
-            if field in data:
-                role[field] = str(data[field] or "")
+        if "db_name" in data:
+            role["db_name"] = str(data["db_name"] or "")
         for field in (
             "creation_statements",
             "revocation_statements",
