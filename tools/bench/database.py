@@ -26,7 +26,7 @@ import psycopg
 
 from backends import Request
 from eventstore import encode_unseal_key, new_key
-from projections import IntentCompleted, LeaseIssued, Store
+from projections import Event, IntentCompleted, IntentRecorded, Store
 from tools.bench import open_writer
 from tools.bench.postgres import CREATION, AppDatabase, PostgresServer
 from tools.bench.server import start_vaultlog
@@ -134,6 +134,9 @@ def kill_trials(env: dict[str, str], app: AppDatabase, trials: int, seed: int = 
     chance = random.Random(seed)
     with app.superuser() as watcher:
         for _ in range(trials):
+            deadline = time.monotonic() + 5  # the last trial's session gone, so this one shows
+            while _connected(watcher, app) and time.monotonic() < deadline:
+                time.sleep(0.002)
             child = subprocess.Popen(
                 [str(VAULT), "read", "database/creds/readonly"],
                 env=env,
@@ -193,20 +196,25 @@ def main() -> None:
             _vault(env, *_as_cli(request))
         issue, revoke = whole_process(env)
         print(f"whole vault process: issue {ms(issue)}, revoke {ms(revoke)}")
+        first = max(e.seq for e in _events(home / "cli", key)) + 1
         left = kill_trials(env, app, 30)
-        reader = Store.open(home / "cli", key, write=False)
-        try:
-            events = list(reader.events())
-        finally:
-            reader.close()
+        events = [e for e in _events(home / "cli", key) if e.seq >= first]
         outcomes = collections.Counter(e.outcome for e in events if isinstance(e, IntentCompleted))
-        leases = sum(isinstance(e, LeaseIssued) for e in events)
         print(
-            f"30 kill -9 trials: {left} roles left behind; intents rolled back by the next "
-            f"open {outcomes['rolled_back']}, completed {outcomes['done']}, leases {leases}"
+            f"30 kill -9 trials: {left} roles left behind; intents recorded "
+            f"{sum(isinstance(e, IntentRecorded) for e in events)}, rolled back by the next "
+            f"open {outcomes['rolled_back']}, completed with a lease {outcomes['done']}"
         )
     finally:
         server.close()
+
+
+def _events(directory: Path, key: bytes) -> list[Event]:
+    reader = Store.open(directory, key, write=False)
+    try:
+        return list(reader.events())
+    finally:
+        reader.close()
 
 
 def _as_cli(request: Request) -> list[str]:
