@@ -124,23 +124,28 @@ def verify(pool: Pool) -> None:
         conn.execute("SELECT 1")
 
 
+def _run(
+    conn: psycopg.Connection[Any], statements: Sequence[str], name: str, **values: str
+) -> None:
+    """The administrator's ``statements``, filled in with the role's ``name`` (also as
+    ``{{username}}``) and ``values``, each checked safe first."""
+    filled = {"name": safe_value("the username", name), "username": name}
+    for variable, value in values.items():
+        filled[variable] = safe_value(f"the {variable}", value)
+    queries = [render(query, filled) for query in split_statements(statements)]
+    for query in queries:
+        conn.execute(query.encode())
+
+
 def create_role(
     pool: Pool, statements: Sequence[str], name: str, password: str, valid_until: str
 ) -> None:
     """Run the creation statements in one transaction: all of them, or nothing."""
-    values = {
-        "name": safe_value("the username", name),
-        "username": name,
-        "password": safe_value("the generated password", password),
-        "expiration": valid_until,
-    }
-    queries = [render(q, values) for q in split_statements(statements)]
     committing = False
     with pool.connection() as conn:
         try:
             with conn.transaction():
-                for query in queries:
-                    conn.execute(query.encode())
+                _run(conn, statements, name, password=password, expiration=valid_until)
                 committing = True
         except psycopg.Error as exc:
             raise DatabaseError(pool.describe(exc, password), unsure=committing) from None
@@ -149,10 +154,7 @@ def create_role(
 def renew_role(pool: Pool, statements: Sequence[str], name: str, valid_until: str) -> None:
     with pool.connection() as conn, conn.transaction():
         if statements:
-            values = {"name": safe_value("the username", name), "username": name}
-            values["expiration"] = valid_until
-            for query in split_statements(statements):
-                conn.execute(render(query, values).encode())
+            _run(conn, statements, name, expiration=valid_until)
         else:
             ident = sql.Identifier(name)
             conn.execute(
@@ -166,10 +168,8 @@ def drop_role(pool: Pool, statements: Sequence[str], name: str) -> None:
     already gone is revoked."""
     with pool.connection() as conn:
         if statements:
-            values = {"name": safe_value("the username", name), "username": name}
             with conn.transaction():
-                for query in split_statements(statements):
-                    conn.execute(render(query, values).encode())
+                _run(conn, statements, name)
             return
         if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone() is None:
             return
@@ -220,13 +220,7 @@ def set_password(pool: Pool, statements: Sequence[str], name: str, password: str
         try:
             with conn.transaction():
                 if statements:
-                    values = {
-                        "name": safe_value("the username", name),
-                        "username": name,
-                        "password": safe_value("the generated password", password),
-                    }
-                    for query in split_statements(statements):
-                        conn.execute(render(query, values).encode())
+                    _run(conn, statements, name, password=password)
                 else:
                     conn.execute(
                         sql.SQL("ALTER ROLE {} WITH PASSWORD {}").format(
