@@ -23,7 +23,7 @@ import msgpack
 from backends.errors import PastRequestError, ShreddedDataError
 from backends.request import Request, Response, who
 from backends.ttl import bounded_ttls
-from eventstore import Sealer, ShreddedError
+from eventstore import ShreddedError
 from projections import (
     Event,
     IntentCompleted,
@@ -51,6 +51,8 @@ class PathRules:
     without it every write is an update. ``unauthenticated``: path prefixes inside the
     mount that anyone may call without a token (an auth method's login). ``per_token``:
     each token's values are kept apart, under ``<token_id>/`` (the cubbyhole).
+    ``key_in_hsm``: the mount's data key is generated in the HSM and never leaves it;
+    every value is sealed and opened there.
     """
 
     audit_reads: bool = True
@@ -59,6 +61,7 @@ class PathRules:
     existence_check: bool = False
     unauthenticated: tuple[str, ...] = ()
     per_token: bool = False
+    key_in_hsm: bool = False
 
 
 class Backend(Protocol):
@@ -165,6 +168,8 @@ def key_lost(store: Store, mount: Mount) -> str:
     removed = store.state.removed.get(mount.id)
     if removed is not None:
         return f"the data of mount '{removed.path}' was deleted at {rfc3339(removed.time)}"
+    if mount.id in store.keyring.mounts:  # named there, missing from the HSM
+        return f"the data key of mount '{mount.path}' is missing from the HSM"
     return (
         f"the data key of mount '{mount.path}' is missing from the keyring "
         "(was the keyring restored from an older backup?)"
@@ -185,19 +190,23 @@ class MountView:
     def state(self) -> StoreState:
         return self.session.state
 
-    def _sealer(self) -> Sealer:
-        try:
-            return self.session.store.keyring.mount_sealer(self.mount.id)
-        except ShreddedError:
-            raise ShreddedDataError(self.session.key_lost(self.mount)) from None
-
     def seal_value(self, value: Any, *context: str) -> bytes:
         """``value`` packed and sealed with this mount's data key, bound to ``context``."""
         packed = msgpack.packb(value, use_bin_type=True)
-        return self._sealer().seal(packed, self.mount.id, *context)
+        try:
+            return self.session.store.keyring.mount_sealer(self.mount.id).seal(
+                packed, self.mount.id, *context
+            )
+        except ShreddedError:
+            raise ShreddedDataError(self.session.key_lost(self.mount)) from None
 
     def open_value(self, sealed: bytes, *context: str) -> Any:
-        plain = self._sealer().open(sealed, self.mount.id, *context)
+        try:
+            plain = self.session.store.keyring.mount_sealer(self.mount.id).open(
+                sealed, self.mount.id, *context
+            )
+        except ShreddedError:
+            raise ShreddedDataError(self.session.key_lost(self.mount)) from None
         return msgpack.unpackb(plain, raw=False)
 
     def get(self, path: str) -> dict[str, Any] | None:

@@ -6,6 +6,7 @@ from backends.contract import Session
 from backends.errors import InvalidRequestError
 from backends.request import Response, who
 from backends.ttl import parse_duration
+from eventstore import hsm
 from projections import MountCreated
 from projections.store import new_id
 
@@ -21,7 +22,14 @@ def config_ttl(value: object, current: int = 0) -> int:
 
 def stage_mount(session: Session, path: str, backend_type: str) -> Response:
     """Stage a new mount of ``backend_type`` at ``path`` (checked by the caller), with the
-    request's ``description`` and ``config`` (its lease TTLs)."""
+    request's ``description`` and ``config`` (its lease TTLs); a backend whose key is in
+    the HSM is refused unless this process has one."""
+    key_in_hsm = session.backend(backend_type).paths.key_in_hsm
+    if key_in_hsm and not hsm.configured():
+        raise InvalidRequestError(
+            f'the {backend_type} backend needs an HSM: configure seal "pkcs11" in the '
+            "server's configuration (or VAULT_HSM_LIB and its companions)"
+        )
     data = session.request.data
     config = data.get("config") or {}
     if not isinstance(config, dict):
@@ -39,6 +47,7 @@ def stage_mount(session: Session, path: str, backend_type: str) -> Response:
             description=str(data.get("description") or ""),
             default_lease_ttl=default_ttl,
             max_lease_ttl=max_ttl,
+            key_in_hsm=key_in_hsm,
         )
     )
     return Response()

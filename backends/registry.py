@@ -13,6 +13,7 @@ from backends.contract import Backend, BackendFactory
 from backends.cubbyhole import CubbyholeBackend
 from backends.errors import InvalidRequestError
 from backends.generic import GenericBackend
+from backends.pkcs11 import HsmBackend
 from backends.sys import SysBackend
 from backends.token import TokenBackend
 from backends.userpass import UserpassBackend
@@ -46,6 +47,7 @@ BUILTIN: Mapping[str, BackendFactory] = {
     "aws": _aws,
     "database": _database,
     "postgresql": _postgresql,  # Vault 0.5's, on the database backend
+    "pkcs11": HsmBackend,  # generic, its data key in the HSM
     "cubbyhole": CubbyholeBackend,  # mounted once, by init, at cubbyhole/
     "userpass": UserpassBackend,  # auth methods: enabled by sys/auth, at auth/<path>/
     "approle": AppRoleBackend,

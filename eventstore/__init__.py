@@ -8,6 +8,7 @@ if _typing.TYPE_CHECKING:
     from eventstore.crypto import Sealer, SealError, audit_hmac, new_key
     from eventstore.errors import (
         CorruptionError,
+        HsmUnavailableError,
         KeyMaterialError,
         MissingRecordError,
         ReadOnlyError,
@@ -30,6 +31,7 @@ _WHERE = {
     "FileLog": "eventstore.log",
     "Frame": "eventstore.record",
     "Head": "eventstore.record",
+    "HsmUnavailableError": "eventstore.errors",
     "KeyMaterialError": "eventstore.errors",
     "Keyring": "eventstore.keyring",
     "LogReader": "eventstore.interface",
@@ -64,6 +66,7 @@ __all__ = [
     "FileLog",
     "Frame",
     "Head",
+    "HsmUnavailableError",
     "KeyMaterialError",
     "Keyring",
     "LogReader",

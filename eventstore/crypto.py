@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -25,6 +26,15 @@ class SealError(Exception):
 def new_key() -> bytes:
     """A fresh random 256-bit key."""
     return os.urandom(KEY_BYTES)
+
+
+class Seals(Protocol):
+    """What seals and opens values: a ``Sealer``, or an ``eventstore.hsm.HsmSealer``
+    whose key never leaves the HSM."""
+
+    def seal(self, plaintext: bytes, *context: bytes | str) -> bytes: ...
+
+    def open(self, sealed: bytes, *context: bytes | str) -> bytes: ...
 
 
 class Sealer:

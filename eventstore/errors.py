@@ -9,7 +9,8 @@
      │    └── CorruptionError     a record inside the log is damaged or missing (where, seq)
      └── KeyMaterialError       a key needed to open something is missing or wrong
           ├── UnsealError         the unseal key is missing or does not open the keyring
-          └── ShreddedError       the data key of a mount was destroyed (crypto-shredding)
+          ├── ShreddedError       the data key of a mount was destroyed (crypto-shredding)
+          └── HsmUnavailableError the HSM holding a key cannot be reached (or is not set up)
 
 Backends extend the tree with request errors (see ``backends.errors``).
 """
@@ -76,3 +77,8 @@ class UnsealError(KeyMaterialError):
 
 class ShreddedError(KeyMaterialError):
     """The data key that sealed a value was destroyed on purpose (crypto-shredding)."""
+
+
+class HsmUnavailableError(KeyMaterialError):
+    """The HSM that holds a key is not there (removed, unreachable, or not configured):
+    nothing was sealed or opened; the same request works once it is back."""

@@ -5,6 +5,10 @@ It is a small file beside the log, sealed with the unseal key and *replaced atom
 leave no older copy of it behind in the same file. The file carries a crc32c of its sealed
 part, so a damaged keyring is told apart from a wrong unseal key.
 
+A mount may instead keep its key in the HSM (``eventstore.hsm``): its entry is then a
+reference, ``pkcs11:<label>``, to a non-extractable key object there, and destroying the
+mount's key destroys that object in the token.
+
 The audit HMACs of a mount's values are keyed by a key derived from the mount's data key:
 destroying the data key makes them unverifiable too (a short value, a PIN, could otherwise
 be confirmed by guessing), while the store-wide audit key keeps paths comparable.
@@ -23,7 +27,8 @@ from pathlib import Path
 import msgpack
 from google_crc32c import value as crc32c
 
-from eventstore.crypto import Sealer, SealError, new_key
+from eventstore import hsm
+from eventstore.crypto import KEY_BYTES, Sealer, SealError, Seals, new_key
 from eventstore.errors import ShreddedError, UnsealError
 from eventstore.files import write_atomically
 
@@ -48,6 +53,13 @@ def encode_unseal_key(key: bytes) -> str:
     return base64.b64encode(key).decode("ascii")
 
 
+def hsm_label_of(key: bytes) -> str:
+    """The HSM key label a keyring entry references, or "" for a key held here."""
+    if len(key) == KEY_BYTES or not key.startswith(hsm.HSM_REF):
+        return ""
+    return key[len(hsm.HSM_REF) :].decode()
+
+
 @dataclass
 class Keyring:
     """Key material of one store; mutate through the methods, then ``save``."""
@@ -57,7 +69,9 @@ class Keyring:
     term_installed: dict[int, int]
     mounts: dict[str, bytes] = field(default_factory=dict)
     audit_key: bytes = b""
-    _sealers: dict[tuple[str, object], Sealer] = field(default_factory=dict, repr=False)
+    _barriers: dict[int, Sealer] = field(default_factory=dict, repr=False)
+    _sealers: dict[str, Seals] = field(default_factory=dict, repr=False)  # mounts'
+
     _hmac_keys: dict[str, bytes] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -76,34 +90,43 @@ class Keyring:
 
     def barrier(self, term: int) -> Sealer:
         """The sealer of barrier key ``term``."""
-        sealer = self._sealers.get(("term", term))
+        sealer = self._barriers.get(term)
         if sealer is None:
             if term not in self.terms:
                 raise UnsealError(f"keyring has no barrier key for term {term}")
-            sealer = self._sealers[("term", term)] = Sealer(self.terms[term])
+            sealer = self._barriers[term] = Sealer(self.terms[term])
         return sealer
 
-    def mount_sealer(self, mount_id: str) -> Sealer:
-        """The sealer of a mount's data key; ``ShreddedError`` once the key was destroyed."""
-        sealer = self._sealers.get(("mount", mount_id))
+    def mount_sealer(self, mount_id: str) -> Seals:
+        """The sealer of a mount's data key (in the HSM for an HSM mount);
+        ``ShreddedError`` once the key was destroyed."""
+        sealer = self._sealers.get(mount_id)
         if sealer is None:
-            key = self.mounts.get(mount_id)
-            if key is None:
-                raise ShreddedError(f"the data key of mount {mount_id} was destroyed")
-            sealer = self._sealers[("mount", mount_id)] = Sealer(key)
+            key = self._mount_key(mount_id)
+            label = hsm_label_of(key)
+            made = hsm.current().sealer(label) if label else Sealer(key)
+            sealer = self._sealers[mount_id] = made
         return sealer
 
     def value_hmac_key(self, mount_id: str) -> bytes:
-        """The key of the audit HMACs of a mount's values; ``ShreddedError`` once the
-        mount's data key was destroyed."""
+        """The key of the audit HMACs of a mount's values (derived inside the HSM for an
+        HSM mount); ``ShreddedError`` once the mount's data key was destroyed."""
         derived = self._hmac_keys.get(mount_id)
         if derived is None:
-            key = self.mounts.get(mount_id)
-            if key is None:
-                raise ShreddedError(f"the data key of mount {mount_id} was destroyed")
-            derived = hmac.new(key, b"vaultlog value hmac", hashlib.sha256).digest()
+            key = self._mount_key(mount_id)
+            label = hsm_label_of(key)
+            if label:
+                derived = hsm.current().derive(label, b"vaultlog value hmac")
+            else:
+                derived = hmac.new(key, b"vaultlog value hmac", hashlib.sha256).digest()
             self._hmac_keys[mount_id] = derived
         return derived
+
+    def _mount_key(self, mount_id: str) -> bytes:
+        key = self.mounts.get(mount_id)
+        if key is None:
+            raise ShreddedError(f"the data key of mount {mount_id} was destroyed")
+        return key
 
     def token_id(self, token: str) -> str:
         """The keyed hash a token is known by in the log and the state (the token itself
@@ -124,15 +147,39 @@ class Keyring:
 
     def forget_sealers(self) -> None:
         """Drop cached sealers (after taking a key back)."""
+        self._barriers.clear()
         self._sealers.clear()
 
-    def add_mount_key(self, mount_id: str) -> None:
-        self.mounts.setdefault(mount_id, new_key())
+    def add_mount_key(self, mount_id: str, *, in_hsm: bool = False) -> None:
+        """A new data key for a mount, or (``in_hsm``) a reference to the HSM key that the
+        store generates once the keyring naming it is saved."""
+        if mount_id not in self.mounts:
+            self.mounts[mount_id] = (
+                hsm.HSM_REF + self.hsm_label(mount_id).encode() if in_hsm else new_key()
+            )
+
+    def hsm_label(self, mount_id: str) -> str:
+        """The label of a mount's key object in the HSM: the store's prefix, the mount."""
+        return f"{self.hsm_prefix}{mount_id}"
+
+    @property
+    def hsm_prefix(self) -> str:
+        return f"vaultlog-{self.store_id}-"
+
+    def hsm_labels(self) -> dict[str, str]:
+        """The HSM key labels this keyring references, by mount id."""
+        found = {mount: hsm_label_of(key) for mount, key in self.mounts.items()}
+        return {mount: label for mount, label in found.items() if label}
 
     def shred_mount_key(self, mount_id: str) -> None:
-        self.mounts.pop(mount_id, None)
-        self._sealers.pop(("mount", mount_id), None)
+        """Destroy a mount's data key: an HSM key object is destroyed in the token first
+        (``HsmUnavailableError`` if it cannot be: the reference stays, to retry)."""
+        self._sealers.pop(mount_id, None)
         self._hmac_keys.pop(mount_id, None)
+        label = hsm_label_of(self.mounts.get(mount_id, b""))
+        if label:
+            hsm.current().destroy(label)
+        self.mounts.pop(mount_id, None)
 
     def to_bytes(self, unseal_key: bytes) -> bytes:
         body = msgpack.packb(

@@ -36,6 +36,7 @@ class MountCreated(Event):
     description: str = ""
     default_lease_ttl: int = 0  # seconds; 0 means the system default
     max_lease_ttl: int = 0
+    key_in_hsm: bool = False  # the mount's data key is a non-extractable key in the HSM
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -27,6 +27,7 @@ from eventstore import (
     CorruptionError,
     FileLog,
     Head,
+    HsmUnavailableError,
     Keyring,
     LogReader,
     LogWriter,
@@ -36,6 +37,7 @@ from eventstore import (
     StoreError,
     UnsealError,
     audit_hmac,
+    hsm,
 )
 from eventstore.keyring import KEYRING_FILE
 from eventstore.lock import WriterLock
@@ -355,12 +357,36 @@ class Store:
 
     def _shred_orphan_keys(self) -> None:
         """Destroy data keys of mounts that are gone: unmounts whose key destruction was
-        interrupted or failed, and mounts whose creation never reached the log."""
+        interrupted or failed, and mounts whose creation never reached the log; and the
+        HSM's key objects of this store that the keyring no longer names."""
         orphans = [m for m in self.keyring.mounts if m not in self.state.mounts.by_id]
-        if orphans:
-            for mount_id in orphans:
-                self.keyring.shred_mount_key(mount_id)
+        pending = [m for m in orphans if not self._shred(m, "a removed mount")]
+        if len(pending) < len(orphans):
             self._try_save_keyring("destroying the data keys of removed mounts")
+        if hsm.configured():
+            self._sweep_hsm()
+
+    def _shred(self, mount_id: str, what: str) -> bool:
+        """Destroy one mount's data key; whether it is gone (an HSM that cannot be reached
+        leaves it, said in ``warnings``, for the next writer to destroy)."""
+        try:
+            self.keyring.shred_mount_key(mount_id)
+        except HsmUnavailableError as exc:
+            self.warnings.append(f"key destruction pending for {what} ({exc})")
+            return False
+        return True
+
+    def _sweep_hsm(self) -> None:
+        """Destroy key objects under this store's label prefix that no keyring entry names:
+        left by a crash, or by a keyring restored from an older copy."""
+        named = set(self.keyring.hsm_labels().values())
+        try:
+            token = hsm.current()
+            for label in token.labels(self.keyring.hsm_prefix):
+                if label not in named:
+                    token.destroy(label)
+        except HsmUnavailableError as exc:
+            self.warnings.append(f"the HSM's unused keys could not be checked ({exc})")
 
     # ---- writing -------------------------------------------------------------------------
 
@@ -377,18 +403,9 @@ class Store:
             return []
         if self._writer is None:
             raise StoreError("the store was opened read-only")
-        new_mounts = [e.mount_id for e in events if isinstance(e, MountCreated)]
+        new_mounts = [e for e in events if isinstance(e, MountCreated)]
         if new_mounts:
-            for mount_id in new_mounts:
-                self.keyring.add_mount_key(mount_id)
-            try:
-                self._save_keyring(self.keyring)
-            except (OSError, StoreError) as exc:
-                for mount_id in new_mounts:
-                    self.keyring.shred_mount_key(mount_id)
-                raise StoreError(
-                    _os_message("could not save the keyring; nothing was recorded", exc)
-                ) from None
+            self._add_mount_keys(new_mounts)
         records = self._writer.write([encode(event) for event in events])
         self._head_hint = records[-1].hint
         written = []
@@ -406,11 +423,35 @@ class Store:
         removed = [e for e in written if isinstance(e, MountRemoved)]
         if removed:
             self.flush()
-            for event in removed:
-                self.keyring.shred_mount_key(event.mount_id)
-            paths = ", ".join(f"'{e.path}'" for e in removed)
-            self._try_save_keyring(f"destroying the data key of {paths}")
+            gone = [e.path for e in removed if self._shred(e.mount_id, f"'{e.path}'")]
+            if gone:
+                paths = ", ".join(f"'{path}'" for path in gone)
+                self._try_save_keyring(f"destroying the data key of {paths}")
         return written
+
+    def _add_mount_keys(self, created: list[MountCreated]) -> None:
+        """New mounts' data keys, saved before their ``mount.created``: a key in the HSM
+        is generated once the keyring naming it is saved, so a crash between the two
+        leaves a reference to nothing, or a key object that the keyring names, and
+        ``_shred_orphan_keys`` destroys either on the next writer's open."""
+        for event in created:
+            self.keyring.add_mount_key(event.mount_id, in_hsm=event.key_in_hsm)
+        try:
+            self._save_keyring(self.keyring)
+            for event in created:
+                if event.key_in_hsm:
+                    hsm.current().generate(self.keyring.hsm_label(event.mount_id))
+        except (OSError, StoreError, HsmUnavailableError) as exc:
+            for event in created:
+                with contextlib.suppress(HsmUnavailableError):
+                    self.keyring.shred_mount_key(event.mount_id)
+            with contextlib.suppress(OSError, StoreError):
+                self._save_keyring(self.keyring)
+            if isinstance(exc, HsmUnavailableError):
+                raise
+            raise StoreError(
+                _os_message("could not save the keyring; nothing was recorded", exc)
+            ) from None
 
     def _try_save_keyring(self, what: str) -> None:
         """Save the keyring after destroying keys; if the disk refuses, say so and go on:

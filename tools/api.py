@@ -37,7 +37,7 @@ from backends.request import Operation
 from backends.sys import cluster_uuid
 from backends.sys_leases import wants_sync
 from backends.ttl import parse_duration
-from eventstore import UnavailableError, VaultlogError
+from eventstore import HsmUnavailableError, UnavailableError, VaultlogError
 from tools.cluster import FORWARDED, forward, index_asked, index_header
 from tools.remote import BARE_PATHS
 from tools.seal import Seal
@@ -295,7 +295,7 @@ class Api:
                 except AuditFailedError as failed:
                     return 500, {"errors": [str(failed)]}, False
             return exc.status, {"errors": [str(exc)]}, False
-        except UnavailableError as exc:  # the database went away: nothing was recorded
+        except (UnavailableError, HsmUnavailableError) as exc:  # nothing was recorded
             return 503, {"errors": [str(exc)]}, False
         except VaultlogError as exc:  # the store failed: its message is one line, no secret
             return 500, {"errors": [str(exc)]}, False
