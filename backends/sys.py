@@ -93,18 +93,22 @@ def seal_status(
     progress: int = 0,
     nonce: str = "",
     cluster_id: str = "",
+    seal_type: str = "shamir",
+    recovery_seal: bool = False,
 ) -> dict[str, Any]:
     """``sys/seal-status``'s answer, in Vault's shape: sealed unless ``cluster_id`` is
-    given (it is known only once unsealed)."""
+    given (it is known only once unsealed); ``t`` and ``n`` are the recovery key's when
+    ``recovery_seal`` (an auto-unsealing ``seal_type``), as Vault's."""
     data: dict[str, Any] = {
-        "type": "shamir",
+        "type": seal_type,
         "initialized": initialized,
         "sealed": not cluster_id,
         "t": t,
         "n": n,
         "progress": progress,
         "nonce": nonce,
-        "recovery_seal": False,
+        "recovery_seal": recovery_seal,
+        **({"recovery_seal_type": "shamir"} if recovery_seal else {}),
         "version": VAULT_VERSION,
         "commit_date": "",
         "migration": False,

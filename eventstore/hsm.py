@@ -261,7 +261,7 @@ class _Token:
                     raise NoSuchToken(f"no slot {config.slot}")
                 self.token = slots[0].get_token()
         except NoSuchToken:
-            raise HsmUnavailableError(f"the HSM has no {config.token}") from None
+            raise HsmUnavailableError(f"the HSM is unavailable: it has no {config.token}") from None
 
     def open(self, first: bool, pin: str) -> Any:
         from pkcs11.exceptions import PinIncorrect, UserAlreadyLoggedIn

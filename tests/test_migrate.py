@@ -18,7 +18,7 @@ from eventstore.lock import WriterLock
 from eventstore.postgres import WRITER_LOCK
 from projections import Store
 from tests.conftest import VaultCLI, vault_executable
-from tools.seal import SERVER_LOCK, shape_json
+from tools.seal import SERVER_LOCK, SealConfig
 
 SUCCESS = "Success! All of the keys have been migrated."
 
@@ -75,7 +75,7 @@ def test_a_store_goes_to_postgresql_and_back_unchanged(
     vault: VaultCLI, pg_url: str, tmp_path: Path
 ) -> None:
     with_history(vault)
-    (vault.data_dir / "seal.json").write_bytes(shape_json(1, 1))  # as a server keeps it
+    (vault.data_dir / "seal.json").write_bytes(SealConfig().to_json())  # as a server keeps it
     source_head = vault("audit", "verify").split("head ")[1].strip()
     to_pg = write_config(tmp_path, side("file", vault.data_dir), side("postgresql", pg_url))
     assert succeeded(migrate(vault, to_pg)) == source_head
@@ -104,7 +104,7 @@ def test_a_store_goes_to_postgresql_and_back_unchanged(
     data = (vault.data_dir / segments[0]).read_bytes()
     assert b"".join(bytes(raw) for (raw,) in rows) == data[8:]  # after the segment magic
     assert storage.meta("keyring") == (1, (vault.data_dir / "keyring").read_bytes())
-    assert storage.meta("seal.json") == (1, shape_json(1, 1))
+    assert storage.meta("seal.json") == (1, SealConfig().to_json())
 
     # The same history and state, on PostgreSQL and on the file store it came back to.
     key = vault.unseal_key()

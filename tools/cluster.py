@@ -40,9 +40,10 @@ from eventstore.keyring import KEYRING_FILE
 from projections import Store
 from projections.audit import rfc3339_nano
 from projections.store import new_id
-from tools.seal import SEAL_FILE, Seal, read_shape, shape_json
+from tools.seal import SEAL_FILE, Seal
 
 if TYPE_CHECKING:  # psycopg is imported only by a server on PostgreSQL
+    from eventstore.hsm import Hsm
     from eventstore.postgres import PostgresStorage
 
 FOLLOW_EVERY = 0.25  # seconds between a standby's catch-up reads and lock attempts
@@ -66,8 +67,9 @@ class PostgresSeal(Seal):
         cache: Path | None,
         ha: bool,
         api_addr: str,
+        hsm: Hsm | None = None,
     ) -> None:
-        super().__init__(None, make_core)
+        super().__init__(None, make_core, hsm=hsm)
         self.storage, self.cache, self.ha, self.api_addr = storage, cache, ha, api_addr
         self.node_id = new_id()
         self._key = b""  # the root key while unsealed, active or standing by
@@ -90,9 +92,9 @@ class PostgresSeal(Seal):
             self._known_initialized = self.storage.meta(KEYRING_FILE) is not None
         return self._known_initialized
 
-    def shape(self) -> tuple[int, int]:
-        found = self.storage.meta(SEAL_FILE) if self.initialized else None
-        return read_shape(found[1], "the seal's shape") if found else (0, 0)
+    def _saved_config(self) -> bytes | None:
+        found = self.storage.meta(SEAL_FILE)
+        return found[1] if found else None
 
     @property
     def standby(self) -> bool:
@@ -109,19 +111,26 @@ class PostgresSeal(Seal):
         if self.standby and self._follower is not None:  # unsealed, as Vault says
             shares, threshold = self.shape()
             cluster_id = cluster_uuid(self._follower.keyring.store_id)
-            return seal_status(self.storage_type, t=threshold, n=shares, cluster_id=cluster_id)
+            return seal_status(
+                self.storage_type,
+                t=threshold,
+                n=shares,
+                cluster_id=cluster_id,
+                seal_type=self.kind,
+                recovery_seal=self.hsm is not None,
+            )
         return super().status()
 
     # ---- init, unseal, seal ----------------------------------------------------------------
 
-    def _create(self, root_key: bytes, shares: int, threshold: int) -> Store:
+    def _create(self, root_key: bytes, config: bytes) -> Store:
         from eventstore.postgres import INIT_LOCK
 
         with self.storage.holding(INIT_LOCK):  # of two nodes initialising at once, one wins
             if self.storage.meta(KEYRING_FILE) is not None:
                 raise InvalidRequestError("Vault is already initialized")
             # A shape left by an init that failed before the keyring was made is replaced.
-            self.storage.set_meta(SEAL_FILE, shape_json(shares, threshold))
+            self.storage.set_meta(SEAL_FILE, config)
             return Store.open_postgres(
                 self.storage, root_key, write=True, cache=self.cache, lock_timeout=5
             )

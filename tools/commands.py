@@ -570,18 +570,22 @@ def seal_status_text(seal: dict[str, Any], format: str) -> str:
         out.update(commit_date=seal.get("commit_date", ""), migration=bool(seal.get("migration")))
         out.update({key: seal[key] for key in ("cluster_name", "cluster_id") if seal.get(key)})
         out["recovery_seal"] = bool(seal.get("recovery_seal"))
+        if seal.get("recovery_seal_type"):
+            out["recovery_seal_type"] = seal["recovery_seal_type"]
         out.update({key: seal[key] for key in ("storage_type", "warnings") if seal.get(key)})
         out.update(build_date=seal.get("build_date", ""), ha_enabled=ha_enabled)
         for key in ("is_self", "active_time", "leader_address", "leader_cluster_address"):
             if leader.get(key):  # Go's omitempty
                 out[key] = leader[key]
         return go_json(out)
-    rows = [
-        ("Key", "Value"),
-        ("Seal Type", seal.get("type", "")),
+    recovery = "Recovery " if seal.get("recovery_seal") else ""
+    rows = [("Key", "Value"), ("Seal Type", seal.get("type", ""))]
+    if recovery:
+        rows.append(("Recovery Seal Type", seal.get("recovery_seal_type", "")))
+    rows += [
         ("Initialized", go_text(seal.get("initialized"))),
         ("Sealed", go_text(seal.get("sealed"))),
-        ("Total Shares", go_text(seal.get("n"))),
+        (f"Total {recovery}Shares", go_text(seal.get("n"))),
         ("Threshold", go_text(seal.get("t"))),
     ]
     if seal.get("sealed"):

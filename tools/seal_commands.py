@@ -41,8 +41,15 @@ _UNSEAL_PROMPT_FAILED = (
 )
 
 
-def server_init(shares_flag: str, threshold_flag: str, format: str, status: bool) -> None:
-    """``operator init``: the shares and the root token, printed once."""
+def server_init(
+    shares_flag: str,
+    threshold_flag: str,
+    format: str,
+    status: bool,
+    recovery: tuple[str, str] = ("5", "3"),
+) -> None:
+    """``operator init``: the shares (unseal, or recovery for an auto-unsealing seal) and
+    the root token, printed once. Empty flags take OpenBao's defaults for the seal."""
     check_format(format)
     if status:
         known = call("read", "sys/init", error_prefix="Error checking init status")
@@ -51,30 +58,41 @@ def server_init(shares_flag: str, threshold_flag: str, format: str, status: bool
             return
         print("Vault is not initialized")
         raise typer.Exit(2)
-    shares, threshold = go_int("key-shares", shares_flag), go_int("key-threshold", threshold_flag)
+    sealing = call("read", "sys/seal-status", error_prefix="Error checking seal status").data
+    if (sealing or {}).get("recovery_seal"):
+        shares = go_int("key-shares", shares_flag or "0")
+        threshold = go_int("key-threshold", threshold_flag or "0")
+        recovery_shares = go_int("recovery-shares", recovery[0] or "5")
+        recovery_threshold = go_int("recovery-threshold", recovery[1] or "3")
+    else:
+        shares = go_int("key-shares", shares_flag or "5")
+        threshold = go_int("key-threshold", threshold_flag or "3")
+        recovery_shares = recovery_threshold = 0
     data: dict[str, Any] = {
         "secret_shares": shares,
         "secret_threshold": threshold,
         "pgp_keys": None,
-        "recovery_shares": 0,
-        "recovery_threshold": 0,
+        "recovery_shares": recovery_shares,
+        "recovery_threshold": recovery_threshold,
         "recovery_pgp_keys": None,
         "root_token_pgp_key": "",
     }
     answer = call("write", "sys/init", data, error_prefix="Error initializing").data or {}
     keys, keys_b64 = answer.get("keys") or [], answer.get("keys_base64") or []
+    recovery_keys = answer.get("recovery_keys")
+    recovery_b64 = answer.get("recovery_keys_base64")
     if format == "json":
         print(
             go_json(
                 {
-                    "unseal_keys_b64": keys_b64,
-                    "unseal_keys_hex": keys,
-                    "unseal_shares": shares,
-                    "unseal_threshold": threshold,
-                    "recovery_keys_b64": None,
-                    "recovery_keys_hex": None,
-                    "recovery_keys_shares": 0,
-                    "recovery_keys_threshold": 0,
+                    "unseal_keys_b64": answer.get("keys_base64"),
+                    "unseal_keys_hex": answer.get("keys"),
+                    "unseal_shares": shares if keys else 1,
+                    "unseal_threshold": threshold if keys else 1,
+                    "recovery_keys_b64": recovery_b64,
+                    "recovery_keys_hex": recovery_keys,
+                    "recovery_keys_shares": recovery_shares,
+                    "recovery_keys_threshold": recovery_threshold,
                     "root_token": answer.get("root_token", ""),
                 }
             )
@@ -82,6 +100,9 @@ def server_init(shares_flag: str, threshold_flag: str, format: str, status: bool
         return
     shown = keys_b64 if len(keys_b64) == len(keys) else keys
     lines = [f"Unseal Key {i}: {key}" for i, key in enumerate(shown, start=1)]
+    recovery_keys, recovery_b64 = recovery_keys or [], recovery_b64 or []
+    shown = recovery_b64 if len(recovery_b64) == len(recovery_keys) else recovery_keys
+    lines += [f"Recovery Key {i}: {key}" for i, key in enumerate(shown, start=1)]
     lines += ["", f"Initial Root Token: {answer.get('root_token', '')}"]
     if keys:
         lines += [
@@ -101,20 +122,36 @@ def server_init(shares_flag: str, threshold_flag: str, format: str, status: bool
             "",
             _REKEY_ADVICE,
         ]
+    else:
+        lines += ["", "Success! Vault is initialized"]
+    if recovery_keys:
+        lines += [
+            "",
+            go_wrap(
+                f"Recovery key initialized with {recovery_shares} key shares and a key "
+                f"threshold of {recovery_threshold}. Please securely distribute the key "
+                "shares printed above."
+            ),
+        ]
     print("\n".join(lines))
 
 
 @operator_app.command("init", cls=GoCommand)
 def operator_init(
     args: Args = None,
-    key_shares: Annotated[str, typer.Option(help="Number of key shares.")] = "5",
-    key_threshold: Annotated[str, typer.Option(help="Shares needed to unseal.")] = "3",
+    key_shares: Annotated[str, typer.Option(help="Number of key shares.")] = "",
+    key_threshold: Annotated[str, typer.Option(help="Shares needed to unseal.")] = "",
+    recovery_shares: Annotated[
+        str, typer.Option(help="Recovery key shares (an auto-unsealing seal).")
+    ] = "",
+    recovery_threshold: Annotated[str, typer.Option(help="Recovery shares needed.")] = "",
     status: Annotated[bool, typer.Option(help="Exit 0 if initialized, 2 if not.")] = False,
     format: Format = "table",
 ) -> None:
-    """Initialize a server: its unseal key shares and its root token, said once."""
+    """Initialize a server: its unseal key shares (or recovery key shares, when the HSM
+    unseals it) and its root token, said once."""
     arguments(args, 0)
-    server_init(key_shares, key_threshold, format, status)
+    server_init(key_shares, key_threshold, format, status, (recovery_shares, recovery_threshold))
 
 
 @operator_app.command("unseal", cls=GoCommand)

@@ -15,6 +15,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -26,10 +27,12 @@ from backends import Core, Registry
 from backends.auth import TokenAuth
 from backends.version import VAULT_VERSION
 from eventstore import VaultlogError
+from eventstore.hsm import Hsm
+from eventstore.hsm import configure as configure_hsm
 from projections import Store
 from tools.api import Api
 from tools.cluster import PostgresSeal
-from tools.seal import Seal
+from tools.seal import AUTO_UNSEAL_EVERY, Seal
 from tools.server_config import Listener, ServerConfig
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -67,13 +70,20 @@ def serve(config: ServerConfig, *, dev: bool, root_token: str = "") -> None:
             lease_ttls=(config.default_lease_ttl, config.max_lease_ttl),
         )
 
-    seal = _seal(config, make_core)
+    hsm = configure_hsm(config.hsm)
+    seal = _seal(config, make_core, hsm if config.auto_unseal else None)
     try:
         started = Started(config, dev)
         if dev:
-            keys = seal.init({"secret_shares": 1, "secret_threshold": 1}, root_token=root_token)
-            seal.unseal({"key": keys["keys_base64"][0]})
-            started = Started(config, dev, keys["root_token"], keys["keys_base64"][0])
+            shape = {"secret_shares": 1, "secret_threshold": 1}
+            shape.update(recovery_shares=1, recovery_threshold=1)
+            keys = seal.init(shape, root_token=root_token)
+            if seal.sealed:
+                seal.unseal({"key": keys["keys_base64"][0]})
+            key = (keys["keys_base64"] or keys["recovery_keys_base64"])[0]
+            started = Started(config, dev, keys["root_token"], key)
+        else:
+            _auto_unseal(seal)
         listener = config.listener
         api = Api(
             seal, max_request_size=listener.max_request_size, read_timeout=listener.read_timeout
@@ -117,9 +127,9 @@ def serve(config: ServerConfig, *, dev: bool, root_token: str = "") -> None:
         seal.close()
 
 
-def _seal(config: ServerConfig, make_core: Callable[[Store], Core]) -> Seal:
+def _seal(config: ServerConfig, make_core: Callable[[Store], Core], hsm: Hsm | None) -> Seal:
     if config.storage != "postgresql":
-        return Seal(config.path, make_core)
+        return Seal(config.path, make_core, hsm=hsm)
     from eventstore.postgres import PostgresStorage
 
     try:
@@ -129,6 +139,7 @@ def _seal(config: ServerConfig, make_core: Callable[[Store], Core]) -> Seal:
             cache=config.path,
             ha=config.ha_enabled,
             api_addr=config.advertised,
+            hsm=hsm,
         )
     except OSError as exc:
         raise ServerError(f"cannot use the cache {config.path}: {exc.strerror}") from None
@@ -246,13 +257,33 @@ def _protocol(read_timeout: float) -> type:
 
 
 def _expire_on_timer(seal: Seal, stopping: threading.Event) -> None:
+    """Expire leases while unsealed; while sealed for want of the HSM, try again to
+    auto-unseal every ``AUTO_UNSEAL_EVERY``."""
+    tried = time.monotonic()
     while not stopping.wait(EXPIRE_EVERY):
         try:
             with seal.lock:
                 if seal.core is not None:
                     seal.core.expire()
+                elif seal.why_sealed and time.monotonic() - tried >= AUTO_UNSEAL_EVERY:
+                    tried = time.monotonic()
+                    _auto_unseal(seal)
         except VaultlogError as exc:  # said, and tried again at the next tick
             print(f"[ERROR] expiration: {exc}", file=sys.stderr, flush=True)
+
+
+def _auto_unseal(seal: Seal) -> None:
+    """Unseal by the HSM if the seal is ``pkcs11``; say why not, once per reason."""
+    before = seal.why_sealed
+    why = seal.auto_unseal()
+    if why and why != before:
+        print(
+            f"[ERROR] core: auto-unseal failed, the server stays sealed: {why}",
+            file=sys.stderr,
+            flush=True,
+        )
+    elif seal.hsm is not None and seal.core is not None:
+        print('[INFO]  core: unsealed with the HSM (seal "pkcs11")', file=sys.stderr, flush=True)
 
 
 def _print_banner(started: Started) -> None:

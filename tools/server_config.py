@@ -7,9 +7,13 @@ node's own directory for snapshots and the version index; the URL may instead co
 to, and the active node's address it tells);
 ``listener "tcp" { address, tls_disable, tls_cert_file, tls_key_file, max_request_size,
 http_read_timeout }``;
-``default_lease_ttl``, ``max_lease_ttl``. Accepted and ignored, as they mean nothing here:
-``disable_mlock``, ``ui``, ``cluster_addr``, ``log_level``, ``cluster_name``.
-HCL is Vault's own dialect (HCL 1), parsed with ``pyhcl``.
+``default_lease_ttl``, ``max_lease_ttl``; ``seal "pkcs11" { lib, slot or token_label, pin,
+key_label, mechanism, generate_key }`` (each also from ``VAULT_HSM_*``, which wins, as in
+Vault; ``VAULT_SEAL_TYPE=pkcs11`` stands for the block; the PIN may be ``env://VAR`` or
+``file:///path``): the HSM that auto-unseals the server and holds the ``pkcs11`` mounts'
+keys. Without it, ``VAULT_HSM_LIB`` alone gives those mounts an HSM. Accepted and ignored,
+as they mean nothing here: ``disable_mlock``, ``ui``, ``cluster_addr``, ``log_level``,
+``cluster_name``. HCL is Vault's own dialect (HCL 1), parsed with ``pyhcl``.
 """
 
 from __future__ import annotations
@@ -22,11 +26,14 @@ from typing import Any
 from backends.hcl import parse_document
 from backends.ttl import parse_duration
 from eventstore import VaultlogError
+from eventstore.hsm import HsmConfig, HsmConfigError
 from tools.api import MAX_REQUEST_SIZE
 
 DEFAULT_ADDRESS = "127.0.0.1:8200"
 READ_TIMEOUT = 30  # Vault's http_read_timeout
 _IGNORED = {"disable_mlock", "ui", "cluster_addr", "log_level", "cluster_name"}
+_SEAL_KEYS = {"lib", "slot", "token_label", "pin", "key_label", "mechanism", "generate_key"}
+_SEAL_IGNORED = {"hmac_key_label", "hmac_mechanism", "force_rw_session", "disabled"}
 _POSTGRES_KEYS = {"connection_url", "ha_enabled", "cache_path", "max_parallel"}
 _LISTENER_KEYS = {
     "address",
@@ -71,6 +78,8 @@ class ServerConfig:
     connection_url: str = ""  # postgresql's
     ha_enabled: bool = False
     api_addr: str = ""  # the listener's URL unless set
+    hsm: HsmConfig | None = None  # seal "pkcs11"'s, or the environment's
+    auto_unseal: bool = False  # the seal is "pkcs11"
 
     @property
     def advertised(self) -> str:
@@ -108,6 +117,7 @@ def parse_config(text: str, name: str) -> ServerConfig:
         "default_lease_ttl",
         "max_lease_ttl",
         "api_addr",
+        "seal",
     }
     if unknown - _IGNORED:
         raise ConfigError(f"{name}: unknown key {sorted(unknown - _IGNORED)[0]!r}")
@@ -136,6 +146,7 @@ def parse_config(text: str, name: str) -> ServerConfig:
         api_addr and not api_addr.startswith(("http://", "https://"))
     ):
         raise ConfigError(f"{name}: api_addr must be a URL (http://HOST:PORT)")
+    hsm, auto_unseal = _seal(raw, name)
     return ServerConfig(
         storage_type,
         path,
@@ -145,7 +156,43 @@ def parse_config(text: str, name: str) -> ServerConfig:
         connection_url=url,
         ha_enabled=ha,
         api_addr=api_addr.rstrip("/"),
+        hsm=hsm,
+        auto_unseal=auto_unseal,
     )
+
+
+def _seal(raw: dict[str, Any], name: str) -> tuple[HsmConfig | None, bool]:
+    """The HSM and whether it is the seal: ``seal "pkcs11"`` (or ``VAULT_SEAL_TYPE``), else
+    ``VAULT_HSM_LIB`` for the ``pkcs11`` mounts alone, else none (Shamir's seal)."""
+    if "seal" in raw:
+        kind, settings = one_block(raw, ("seal",), name)
+        if kind == "shamir":
+            return _mounts_hsm(name), False
+        if kind != "pkcs11":
+            raise ConfigError(f'{name}: seal "{kind}" is not supported (shamir, pkcs11)')
+        unknown = set(settings) - _SEAL_KEYS - _SEAL_IGNORED
+        if unknown:
+            raise ConfigError(f'{name}: unknown seal "pkcs11" key {sorted(unknown)[0]!r}')
+    elif os.environ.get("VAULT_SEAL_TYPE", "").lower() == "pkcs11":
+        settings = {}
+    else:
+        return _mounts_hsm(name), False
+    try:
+        hsm = HsmConfig.from_settings(settings, name)
+    except HsmConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    if not hsm.key_label:
+        raise ConfigError(f'{name}: seal "pkcs11" needs key_label (the key that seals)')
+    return hsm, True
+
+
+def _mounts_hsm(name: str) -> HsmConfig | None:
+    if not os.environ.get("VAULT_HSM_LIB"):
+        return None
+    try:
+        return HsmConfig.from_settings({}, "the environment")
+    except HsmConfigError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
 
 
 def postgres_storage(
