@@ -162,8 +162,13 @@ class Hsm:
         )
 
     def close(self) -> None:
+        """Close every session and finalise the library (another ``Hsm`` may start it)."""
         with self._lock:
             self._drop()
+            if self._lib is not None:
+                with contextlib.suppress(Exception):
+                    self._lib.finalize()
+                self._lib = None
 
     # ---- sessions ----------------------------------------------------------------------
 

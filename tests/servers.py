@@ -206,6 +206,7 @@ def config_server(
     inmem: bool = False,
     storage: str = "",
     api_addr: bool = False,
+    extra: str = "",
     **listener_settings: object,
 ) -> DevServer:
     """vaultlog: `vault server -config=FILE` with storage "file" in ``home/data`` (the
@@ -214,7 +215,7 @@ def config_server(
     ``tls_cert_file`` and ``tls_key_file``; set the DevServer's ``cafile`` to verify it.
     It starts sealed: ``start`` initialises it with one share and unseals it unless
     ``unseal`` is False. ``storage``: another storage block, as HCL; ``api_addr``: say
-    the listener's URL as the node's api_addr."""
+    the listener's URL as the node's api_addr; ``extra``: more HCL (a seal block)."""
     home.mkdir(parents=True, exist_ok=True)
     port = free_port()
     tls = "tls_cert_file" in listener_settings or "tls_key_file" in listener_settings
@@ -231,7 +232,7 @@ def config_server(
         storage = 'storage "inmem" {}' if inmem else f'storage "file" {{ path = "{data}" }}'
     scheme = "https" if tls else "http"
     address = f'api_addr = "{scheme}://127.0.0.1:{port}"\n' if api_addr else ""
-    config.write_text(storage + "\n" + address + f'listener "tcp" {{\n{body}\n}}\n')
+    config.write_text(storage + "\n" + address + f'listener "tcp" {{\n{body}\n}}\n' + extra)
     argv = [vault_executable(), "server", f"-config={config}"]
     environment = {**server_env(home), **(env or {})}
     return DevServer(

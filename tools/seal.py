@@ -284,10 +284,13 @@ class Seal:
         with self.lock:
             if self.core is not None or self.standby:
                 return ""
-            if self.hsm is None or self.sealed_by_operator or not self.initialized:
+            if self.sealed_by_operator or not self.initialized:
                 return self.why_sealed
             try:
-                store = self._open(self._unwrapped(self.config()).root_key)
+                config = self._config_of_this_kind()
+                if self.hsm is None:
+                    return ""  # Shamir's: unsealed by hand
+                store = self._open(self._unwrapped(config).root_key)
             except (HsmUnavailableError, UnsealError, InvalidRequestError) as exc:
                 self.why_sealed = str(exc)
                 return self.why_sealed
@@ -296,13 +299,18 @@ class Seal:
                 self._serve(store)
             return ""
 
-    def _unwrapped(self, config: SealConfig) -> SealConfig:
-        """``config`` with its root and recovery keys opened by the HSM."""
+    def _config_of_this_kind(self) -> SealConfig:
+        """The saved config; ``InvalidRequestError`` if this server's seal is another."""
+        config = self.config()
         if config.type != self.kind:
             raise InvalidRequestError(
-                f"this store was initialised with the {config.type} seal; the server is "
+                f'this store was initialised with seal "{config.type}"; the server is '
                 f'configured with seal "{self.kind}" (seal migration is not supported)'
             )
+        return config
+
+    def _unwrapped(self, config: SealConfig) -> SealConfig:
+        """``config`` with its root and recovery keys opened by the HSM."""
         sealer = self._hsm_sealer()
         try:
             return SealConfig(
@@ -363,9 +371,10 @@ class Seal:
     def _root_key_from(self, key: bytes) -> bytes:
         """The root key the shares' key stands for: itself, or (``pkcs11``) the HSM's
         copy once the recovery key it makes is the one init handed out."""
+        config = self._config_of_this_kind()
         if self.hsm is None:
             return key
-        unwrapped = self._unwrapped(self.config())
+        unwrapped = self._unwrapped(config)
         if not hmac.compare_digest(key, unwrapped.recovery_key):
             raise InvalidRequestError("the recovery key shares do not make this store's key")
         return unwrapped.root_key
