@@ -8,7 +8,8 @@ configured once: by the server from its ``seal "pkcs11"`` stanza, or from Vault'
 (at most ``SESSIONS``, the first one logged in, which logs in the others); a failure that
 is not about the data (the token removed, a stale session or handle) drops them all and
 reconnects once, so an HSM that comes back is used again without a restart, and one that
-is gone is an ``HsmUnavailableError`` naming the token, never the PIN.
+is gone is an ``HsmUnavailableError`` naming the token, never the PIN. A refused PIN is
+not tried again by this process: a real HSM locks a PIN after a few failures.
 
 python-pkcs11 (``pkcs11``) is imported only by a process that configures an HSM.
 """
@@ -30,6 +31,7 @@ T = TypeVar("T")
 SESSIONS = 4
 AES_GCM = 0x1087  # CKM_AES_GCM, the one mechanism used (authenticated, as OpenBao insists)
 HSM_REF = b"pkcs11:"  # a keyring entry naming a key object in the HSM instead of a key
+PIN_REFUSED = "the HSM refused the PIN (it was not shown; not tried again until a restart)"
 _MECHANISMS = {"0x1087": AES_GCM, "4231": AES_GCM, "aes_gcm": AES_GCM, "ckm_aes_gcm": AES_GCM}
 
 
@@ -118,6 +120,7 @@ class Hsm:
         self._open = 0  # sessions of this connection, idle or lent
         self._generation = 0  # a reconnection starts a new one; older sessions are dropped
         self._free = threading.Semaphore(SESSIONS)
+        self._pin_refused = False
 
     # ---- what it does ------------------------------------------------------------------
 
@@ -199,10 +202,16 @@ class Hsm:
         with self._lock:
             if self._idle:
                 return self._idle.pop()
+            if self._pin_refused:  # never again: an HSM locks a PIN tried too often
+                raise HsmUnavailableError(PIN_REFUSED)
             try:
                 if self._token is None:
                     self._token = _Token(self._library(), self.config)
                 session = _Session(self._token.open(self._open == 0, self.config.pin))
+            except HsmUnavailableError as exc:
+                self._pin_refused = str(exc) == PIN_REFUSED
+                self._drop()
+                raise
             except (OSError, RuntimeError) as exc:  # PKCS11Error is a RuntimeError
                 self._drop()
                 raise HsmUnavailableError(self._unavailable(exc)) from None
@@ -278,7 +287,7 @@ class _Token:
         except UserAlreadyLoggedIn:
             return self.token.open(rw=True)
         except PinIncorrect:
-            raise HsmUnavailableError("the HSM refused the PIN (it was not shown)") from None
+            raise HsmUnavailableError(PIN_REFUSED) from None
 
 
 class _Session:
