@@ -28,6 +28,7 @@ from eventstore import (
     FileLog,
     Head,
     HsmUnavailableError,
+    KeyMaterialError,
     Keyring,
     LogReader,
     LogWriter,
@@ -493,7 +494,7 @@ class Store:
         """Write a snapshot once the records it covers are durable, and drop older ones
         found damaged (never trusted, they would keep ``audit verify`` failing). Each is
         checked once per Store. A snapshot is a cache: one that cannot be written (a full
-        disk, a mount whose key is missing) is skipped, and fails no request."""
+        disk, a mount whose key is missing, an HSM away) is skipped, and fails no request."""
         assert self.directory is not None
         self.flush()
         for seq in snapshot_seqs(self.directory):
@@ -503,13 +504,15 @@ class Store:
                 read_snapshot(self.directory, self.keyring, seq)
             except ShreddedError:
                 pass  # unreadable by design since an unmount; harmless, passed over
+            except HsmUnavailableError:
+                continue  # not checked while the HSM is away: a later write checks it
             except Exception:
                 (snapshot_dir(self.directory) / f"{seq:020d}.snap").unlink(missing_ok=True)
                 continue
             self._sound_snapshots.add(seq)
         try:
             write_snapshot(self.directory, self.keyring, self.state, self.head, self._head_hint)
-        except (OSError, ShreddedError):
+        except (OSError, KeyMaterialError):  # a mount's key destroyed, or the HSM away
             return
         self._snapshot_seq = self.state.seq
         self._sound_snapshots.add(self._snapshot_seq)

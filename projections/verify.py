@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from eventstore import CorruptionError, Head, Keyring, LogReader, ShreddedError
+from eventstore import CorruptionError, Head, HsmUnavailableError, Keyring, LogReader, ShreddedError
 from projections.events import MountCreated, decode
 from projections.snapshot import read_snapshot, snapshot_seqs
 from projections.sortedrun import RunDamaged, entry_seq
@@ -136,6 +136,8 @@ def _check_snapshot(directory: Path, keyring: Keyring, state: StoreState, head: 
         snapshot = read_snapshot(directory, keyring, head.seq)
     except ShreddedError:
         return ""  # a section of an unmounted mount: unreadable by design
+    except HsmUnavailableError as exc:
+        return f"snapshot at seq {head.seq} could not be checked ({exc})"
     except Exception:
         return f"damaged snapshot at seq {head.seq}"
     if snapshot.head != head or snapshot.state != state:

@@ -211,3 +211,31 @@ def test_an_hsm_key_missing_from_the_token_is_said_plainly(
     assert hsm.current().destroy(label)  # destroyed behind the store's back
     with pytest.raises(Exception, match="data key of mount 'vault-hsm/' is missing from the HSM"):
         call(hsm_core, "read", "vault-hsm/db")
+
+
+def test_snapshots_of_an_hsm_mount_and_none_while_the_token_is_away(
+    softhsm: SoftHsm, tmp_path: Path, unseal_key: bytes
+) -> None:
+    from projections.snapshot import snapshot_seqs
+
+    data = tmp_path / "data"
+    core = open_core(data, unseal_key, write=True, snapshot_every=5)
+    try:
+        mount_hsm(core)
+        for i in range(6):
+            call(core, "write", f"vault-hsm/v{i}", value=str(i))
+        taken = snapshot_seqs(data)
+        assert taken  # its section sealed by the HSM
+        softhsm.remove()
+        for i in range(12):  # snapshots fall due: skipped, no write fails
+            call(core, "write", f"secret/s{i}", value=str(i))
+        assert snapshot_seqs(data) == taken
+        softhsm.restore()
+    finally:
+        core.store.close()
+    core = open_core(data, unseal_key, write=True)
+    try:
+        assert call(core, "read", "vault-hsm/v5") == {"value": "5"}  # from the snapshot
+        assert call(core, "read", "secret/s11") == {"value": "11"}
+    finally:
+        core.store.close()
