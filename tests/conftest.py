@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import compileall
 import os
 import shutil
 import subprocess
@@ -18,6 +19,15 @@ from projections import Event, Store
 from tests.iam_endpoint import IamProxy, MotoServer
 from tools.bench.postgres import CREATION, AppDatabase, PostgresServer
 from tools.transport import open_core as open_core  # the tests open Cores with it
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Compile the project's modules once: every ``vault`` the tests start then reads
+    bytecode instead of compiling its sources again (PYTHONDONTWRITEBYTECODE, set on these
+    machines, stops Python writing it, not reading it; an editable install has none)."""
+    root = Path(__file__).resolve().parent.parent
+    for package in ("eventstore", "backends", "projections", "tools"):
+        compileall.compile_dir(root / package, quiet=1)
 
 
 def vault_executable() -> str:
