@@ -22,6 +22,7 @@ import stat
 import subprocess
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -544,50 +545,73 @@ SEQUENCES: dict[str, tuple[tuple[Step, ...], Maker, Maker]] = {
 }
 
 
+@dataclass
+class Runs:
+    """One sequence's outcomes three ways: bao against OpenBao (the reference), vault
+    against OpenBao, vault against vaultlog (and that client's home)."""
+
+    reference: list[Outcome]
+    on_openbao: list[Outcome]
+    on_vaultlog: list[Outcome]
+    vaultlog_home: Path
+
+
 @pytest.fixture(scope="module")
-def references(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Outcome]]:
-    """What bao printed against OpenBao, per sequence, run when first asked for."""
+def runs() -> dict[str, Runs]:
+    """The sequences' runs, made when first asked for and kept for the module."""
     return {}
 
 
-def reference(name: str, cache: dict[str, list[Outcome]], home: Path) -> list[Outcome]:
+def three_ways(name: str, cache: dict[str, Runs], home: Path) -> Runs:
+    """Run the three at once (each on its own server): they are independent, and most of
+    each is waiting on a client process to start."""
     if name not in cache:
-        steps, make, _ = SEQUENCES[name]
-        with running(make(home / "server")) as server:
-            cache[name] = run_sequence(bao_client(server, home / "cli"), steps, bao=True)
-        check_reference(steps, cache[name])
+        steps, bao_server, vaultlog_server = SEQUENCES[name]
+
+        def run(make: Maker, client: Callable[..., ServerCLI], where: str) -> list[Outcome]:
+            with running(make(home / where / "server")) as server:
+                cli = client(server, home / where / "cli")
+                return run_sequence(cli, steps, bao=client is bao_client)
+
+        with ThreadPoolExecutor(3) as pool:
+            reference = pool.submit(run, bao_server, bao_client, "bao")
+            on_openbao = pool.submit(run, bao_server, vault_client, "vault-on-bao")
+            on_vaultlog = pool.submit(run, vaultlog_server, vault_client, "vault-on-vaultlog")
+            found = Runs(
+                reference.result(),
+                on_openbao.result(),
+                on_vaultlog.result(),
+                home / "vault-on-vaultlog" / "cli",
+            )
+        check_reference(steps, found.reference)
+        cache[name] = found
     return cache[name]
 
 
 @pytest.mark.parametrize("name", list(SEQUENCES))
 def test_vault_prints_what_bao_prints_against_openbao(
-    name: str, references: dict[str, list[Outcome]], tmp_path: Path
+    name: str, runs: dict[str, Runs], tmp_path: Path
 ) -> None:
     """The CLI alone: against the same server software, every step prints alike."""
-    steps, make, _ = SEQUENCES[name]
-    theirs = reference(name, references, tmp_path / "bao")
-    with running(make(tmp_path / "server")) as server:
-        ours = run_sequence(vault_client(server, tmp_path / "cli"), steps, bao=False)
-    found = differences(steps, theirs, ours, known=False)
-    summary = report(f"vault against OpenBao ({name})", steps, found)
-    assert not found, summary
+    steps = SEQUENCES[name][0]
+    found = three_ways(name, runs, tmp_path)
+    differ = differences(steps, found.reference, found.on_openbao, known=False)
+    summary = report(f"vault against OpenBao ({name})", steps, differ)
+    assert not differ, summary
 
 
 @pytest.mark.parametrize("name", list(SEQUENCES))
 def test_vault_against_vaultlog_prints_what_bao_prints_against_openbao(
-    name: str, references: dict[str, list[Outcome]], tmp_path: Path
+    name: str, runs: dict[str, Runs], tmp_path: Path
 ) -> None:
     """The whole stack: the same but for KNOWN_DIFFERENCES of the servers."""
-    steps, _, make = SEQUENCES[name]
-    theirs = reference(name, references, tmp_path / "bao")
-    with running(make(tmp_path / "server")) as server:
-        cli = vault_client(server, tmp_path / "cli")
-        ours = run_sequence(cli, steps, bao=False)
-    found = differences(steps, theirs, ours, known=True)
-    summary = report(f"vault against vaultlog ({name})", steps, found)
-    assert not found, summary
+    steps = SEQUENCES[name][0]
+    found = three_ways(name, runs, tmp_path)
+    differ = differences(steps, found.reference, found.on_vaultlog, known=True)
+    summary = report(f"vault against vaultlog ({name})", steps, differ)
+    assert not differ, summary
     if name == "dev":  # `vault login root` kept the token as Vault's token helper does
-        token_file = cli.home / ".vault-token"
+        token_file = found.vaultlog_home / ".vault-token"
         assert token_file.read_text() == "root"
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
 

@@ -516,13 +516,22 @@ def _command_for(args: list[str]) -> tuple[typer.core.TyperCommand, list[str], s
     invocation would otherwise pay for commands it does not run.
     """
     info = _commands().get(args[0]) if args else None
-    if info is None:  # help, a group such as `audit`, or an unknown command
+    group = _groups().get(args[0]) if args and info is None else None
+    if info is None and group is None:  # help, or an unknown command
         return typer.main.get_command(app), args, "vault"  # type: ignore[return-value]
     single = typer.Typer(
         add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None
     )
+    if group is not None:  # a group such as `secrets`: that group's commands alone
+        single.registered_groups.append(group)
+        return typer.main.get_command(single), args, "vault"  # type: ignore[return-value]
+    assert info is not None
     single.registered_commands.append(info)
     return typer.main.get_command(single), args[1:], f"vault {args[0]}"  # type: ignore[return-value]
+
+
+def _groups() -> dict[str, typer.models.TyperInfo]:
+    return {info.name: info for info in app.registered_groups if info.name}
 
 
 def _sub(args: list[str]) -> str:
