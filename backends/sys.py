@@ -53,6 +53,7 @@ from projections import (
 )
 from projections.audit import AuditFilter, audit_trail, rfc3339, secret_history
 from projections.events import MountTuned
+from projections.progress import counted
 
 # mount points no one mounts, unmounts or moves (cubbyhole/: a server's, made by init)
 RESERVED = ("sys/", "audit/", "auth/", "cubbyhole/")
@@ -422,7 +423,9 @@ class SysBackend:
             actor=str(data.get("actor") or ""),
             type=str(data.get("type") or ""),
         )
-        entries = [e.as_dict() for e in audit_trail(session.store.events()) if keep.keeps(e)]
+        store = session.store
+        events = counted(store.events(), "reading the trail", lambda: store.log.head.seq)
+        entries = [e.as_dict() for e in audit_trail(events) if keep.keeps(e)]
         return Response(data={"entries": entries})
 
     def verify(self, session: Session) -> Response:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from eventstore import CorruptionError, Frame, Head, Keyring, LogReader
 from projections.events import decode
+from projections.progress import counted
 from projections.snapshot import latest_snapshot
 from projections.state import MountData, StoreState, apply
 
@@ -45,10 +46,19 @@ def rebuild(
             for mount_id, values in snapshot.state.data.items():
                 if isinstance(values, MountData):  # if its section proves damaged: the log
                     values.fallback = partial(_values_from_log, log, mount_id, snapshot.head.seq)
+            start = snapshot.head.seq
+            frames = iter(counted(frames, "replaying", lambda: _expected(log, until, start)))
             return _fold(
                 log, frames, snapshot.state, snapshot.head, until, snapshot.head.seq, snapshot.hint
             )
-    return _fold(log, log.frames(1), StoreState(), None, until, 0, 0)
+    frames = iter(counted(log.frames(1), "replaying", lambda: _expected(log, until, 0)))
+    return _fold(log, frames, StoreState(), None, until, 0, 0)
+
+
+def _expected(log: LogReader, until: int | None, start: int) -> int:
+    """Records a replay from ``start`` will fold, as far as is known now (0: unknown)."""
+    end = until if until is not None else log.head.seq
+    return max(end - start, 0)
 
 
 def _fold(

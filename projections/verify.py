@@ -17,6 +17,7 @@ from pathlib import Path
 
 from eventstore import CorruptionError, Head, HsmUnavailableError, Keyring, LogReader, ShreddedError
 from projections.events import MountCreated, decode
+from projections.progress import counted
 from projections.snapshot import read_snapshot, snapshot_seqs
 from projections.sortedrun import RunDamaged, entry_seq
 from projections.state import StoreState, apply
@@ -62,7 +63,7 @@ def verify_store(
     created: dict[str, int] = {}  # mount id -> the seq it was created at
     indexed = IndexWriter(directory or Path("/nonexistent"), keyring.audit_key)
     try:
-        for frame in log.frames(1):
+        for frame in counted(log.frames(1), "verifying", lambda: log.head.seq):
             h = frame.header
             if head is not None and h.timestamp < head.timestamp:
                 return VerifyReport(count, head, h.seq, "timestamps go backwards")

@@ -59,6 +59,7 @@ from projections.events import (
     SecretWritten,
     decode,
 )
+from projections.progress import counted
 from projections.sortedrun import ENTRY as _ENTRY
 from projections.sortedrun import (
     RUN_FILE,
@@ -244,7 +245,9 @@ class VersionIndex:
 
     def records_after(self, log: LogReader, seq: int | None = None) -> Iterator[Record]:
         """The records after the index's coverage (up to ``seq``), read from the log."""
-        for frame in log.frames(self.covered or 1, self.covered_hint):
+        frames = log.frames(self.covered or 1, self.covered_hint)
+        expected = lambda: max((seq or log.head.seq) - self.covered, 0)  # noqa: E731
+        for frame in counted(frames, "indexing", expected):
             if seq is not None and frame.header.seq > seq:
                 return
             if frame.header.seq > self.covered:

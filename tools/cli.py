@@ -17,6 +17,7 @@ from tools import auth_commands, commands, seal_commands
 from tools.client import CommandFailed, call, parse_data
 from tools.go_cli import GoCommand
 from tools.output import columns, escape, rfc3339, secret_json, secret_table, text
+from tools.progress import progress_on_stderr
 
 app = typer.Typer(
     add_completion=False,
@@ -264,7 +265,8 @@ def audit(
     if at:
         raise CommandFailed("Error: -at goes with -who-could-read (the trail takes -since)", 1)
     data = {"since": since, "until": until, "path": path, "actor": actor, "type": type}
-    response = call("read", "sys/vaultlog/audit", data, error_prefix="Error")
+    with progress_on_stderr(format != "json"):  # a long trail: a bar at a terminal
+        response = call("read", "sys/vaultlog/audit", data, error_prefix="Error")
     entries = (response.data or {})["entries"]
     if format == "json":
         for entry in entries:
@@ -369,7 +371,8 @@ def audit_verify(
 ) -> None:
     """Check every record, the hash chain and the snapshots; print the head SEQ:HASH."""
     data = {"against": against}
-    response = call("read", "sys/vaultlog/verify", data, error_prefix="Error", exit_code=2)
+    with progress_on_stderr():
+        response = call("read", "sys/vaultlog/verify", data, error_prefix="Error", exit_code=2)
     report = response.data or {}
     if not report["ok"]:
         raise CommandFailed(

@@ -24,9 +24,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -51,6 +50,7 @@ from eventstore.lock import LOCK_FILE, WriterLock
 from eventstore.log import SEGMENT_BYTES, SEGMENT_MAGIC, FileLog, segment_name
 from eventstore.postgres import WRITER_LOCK, PostgresLog, PostgresStorage
 from eventstore.record import GENESIS_HASH, PREFIX
+from projections.progress import Reporter
 from projections.snapshot import SNAPSHOT_DIR
 from projections.sortedrun import RUN_FILE
 from projections.versions import INDEX_FILE
@@ -66,7 +66,6 @@ __all__ = [
     "load_migrate_config",
     "migrate",
     "parse_migrate_config",
-    "progress_on_stderr",
 ]
 
 _TOP_KEYS = {"storage_source", "storage_destination", "cluster_addr"}
@@ -74,9 +73,6 @@ NAMED = (SEAL_FILE, KEYRING_FILE)  # what a store holds beside its records; the 
 STAGING = ".migrating"  # a file destination's records, until the copy is whole
 BATCH_RECORDS = 10_000  # records written at once, at most
 BATCH_BYTES = 16 << 20  # and their bytes, at most
-
-Reporter = Callable[[str, int, int], None]
-"""Told ``(phase, records done, records expected)`` as a migration goes (0: not known)."""
 
 
 class MigrationError(VaultlogError):
@@ -572,40 +568,3 @@ class _Database:
 
 def _os_message(what: str, exc: OSError) -> str:
     return f"{what}: {exc.strerror or exc}"
-
-
-# ---- the progress bar ----------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def progress_on_stderr() -> Iterator[Reporter | None]:
-    """A progress bar on stderr (rich's) while it is a terminal; None otherwise."""
-    if not sys.stderr.isatty():
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TaskID,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    ) as bar:
-        tasks: dict[str, TaskID] = {}
-
-        def report(phase: str, done: int, expected: int) -> None:
-            if phase not in tasks:
-                tasks[phase] = bar.add_task(phase, total=expected or None)
-            bar.update(tasks[phase], completed=done, total=max(expected, done) or None)
-
-        yield report

@@ -213,7 +213,8 @@ def operator_migrate(
     from pathlib import Path
 
     from eventstore import VaultlogError
-    from tools.migrate import load_migrate_config, migrate, progress_on_stderr
+    from tools.migrate import load_migrate_config, migrate
+    from tools.progress import progress_on_stderr
     from tools.server_config import ConfigError
 
     try:

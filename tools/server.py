@@ -32,6 +32,7 @@ from eventstore.hsm import configure as configure_hsm
 from projections import Store
 from tools.api import Api
 from tools.cluster import PostgresSeal
+from tools.progress import progress_on_stderr
 from tools.seal import AUTO_UNSEAL_EVERY, Seal
 from tools.server_config import Listener, ServerConfig
 
@@ -83,7 +84,8 @@ def serve(config: ServerConfig, *, dev: bool, root_token: str = "") -> None:
             key = (keys["keys_base64"] or keys["recovery_keys_base64"])[0]
             started = Started(config, dev, keys["root_token"], key)
         else:
-            _auto_unseal(seal)
+            with progress_on_stderr():  # the replay of a large store, at a terminal
+                _auto_unseal(seal)
         listener = config.listener
         api = Api(
             seal, max_request_size=listener.max_request_size, read_timeout=listener.read_timeout
