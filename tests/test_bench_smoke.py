@@ -89,3 +89,27 @@ def test_server_bench_runs_at_tiny_sizes_beside_the_other_results(tmp_path: Path
     assert "OpenBao: " in text and "raw fsync: " in text and "n/a" not in text
     assert "Traceback" not in run.stderr and "Root Token" not in run.stdout + run.stderr
     assert list(tmp_path.iterdir()) == [output]  # its servers' directories are cleaned up
+
+
+def test_the_growth_bench_measures_and_plots_at_tiny_sizes(tmp_path: Path) -> None:
+    """``tools.bench.growth`` end to end at two tiny sizes, the peer beside it: the table
+    in the output file, one PNG per figure."""
+    output = tmp_path / "BENCHMARKS.md"
+    where = ["--output", str(output), "--plots", str(tmp_path / "plots"), "--dir", str(tmp_path)]
+    done = subprocess.run(
+        [sys.executable, "-m", "tools.bench.growth", "--sizes", "300,1000", *where],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    text = output.read_text()
+    assert "| 300 |" in text and "| 1,000 |" in text and "eventsourcing" in text
+    pngs = sorted(p.name for p in (tmp_path / "plots").glob("*.png"))
+    assert pngs == [
+        "growth-disk.png",
+        "growth-open.png",
+        "growth-read-p95.png",
+        "growth-verify.png",
+    ]
+    assert all((tmp_path / "plots" / name).read_bytes().startswith(b"\x89PNG") for name in pngs)
