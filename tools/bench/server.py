@@ -101,6 +101,7 @@ class Server:
     home: Path
     port: int
     token: str = field(default="", repr=False)
+    unseal_key: str = field(default="", repr=False)  # init's one share, for a restart
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -204,7 +205,8 @@ def start_bao(work: Path, bao: str) -> Server:
     try:
         server.wait_for((501,))  # up, not initialised
         keys = server.must("PUT", "sys/init", {"secret_shares": 1, "secret_threshold": 1})
-        server.must("PUT", "sys/unseal", {"key": keys["keys"][0]})
+        server.unseal_key = keys["keys"][0]
+        server.must("PUT", "sys/unseal", {"key": server.unseal_key})
         server.token = keys["root_token"]
         server.wait_for((200,))  # raft has elected it and it is active
         server.must("POST", f"sys/mounts/{MOUNT}", {"type": "kv", "options": {"version": "1"}})
