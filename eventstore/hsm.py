@@ -134,11 +134,6 @@ class Hsm:
         """A new AES-256 key, in the token, sensitive and never extractable."""
         self._call(lambda s: s.generate(label))
 
-    def ensure(self, label: str) -> None:
-        """Generate ``label``'s key unless the token has it."""
-        if not self.has_key(label):
-            self.generate(label)
-
     def destroy(self, label: str) -> bool:
         """Destroy ``label``'s key object; whether there was one."""
         return self._call(lambda s: s.destroy(label))
