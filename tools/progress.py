@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from projections.progress import Reporter, listening
+if TYPE_CHECKING:  # a command over HTTP imports no projection (tests/test_server.py)
+    from projections.progress import Reporter
 
 
 @contextlib.contextmanager
@@ -40,6 +42,8 @@ def progress_on_stderr(enabled: bool = True) -> Iterator[Reporter | None]:
             if phase not in tasks:
                 tasks[phase] = bar.add_task(phase, total=expected or None)
             bar.update(tasks[phase], completed=done, total=max(expected, done) or None)
+
+        from projections.progress import listening
 
         with listening(report):
             yield report
