@@ -31,7 +31,8 @@ RESULTS_END = "<!-- bench:results:end -->"
 SERVER_START = "<!-- bench:server:start -->"  # the block ``--server`` rewrites
 SERVER_END = "<!-- bench:server:end -->"
 VALUE = {"value": "x" * 100}  # the secret every figure writes: 100 bytes
-FIGURE_ORDER = ("1", "2", "+", "3", "4", "5", "6", "7", "8", "9", "10")  # "+": batched appends
+# "+": batched appends; "v": verify
+FIGURE_ORDER = ("0", "1", "2", "+", "3", "v", "4", "5", "6", "7", "8", "9", "10")
 
 
 # ---- sizes -----------------------------------------------------------------------------
@@ -53,6 +54,7 @@ class Sizes:
     slow_rounds: int = 3  # rounds of replays and opens
     pit_samples: int = 15  # point-in-time reads, each with and without snapshots
     cli_runs: int = 20
+    cpu_requests: int = 20_000  # writes, then reads, per round of the CPU figure
     server_rounds: int = 3  # alternating rounds of the HTTP figures (``--server``)
     server_requests: int = 20_000  # per client per measurement: the count bound
     server_seconds: int = 3  # per measurement: the time bound
@@ -69,6 +71,7 @@ QUICK = Sizes(
     slow_rounds=3,
     pit_samples=8,
     cli_runs=10,
+    cpu_requests=5_000,
     server_seconds=2,
 )
 
