@@ -362,20 +362,14 @@ class FileLog(LogBase):
                 return []
             if self._fd is None or self._segment_size >= SEGMENT_BYTES:
                 self._open_segment()
-            raws, records, head = seal_batch(self.keyring, bodies, self.head, time.time_ns())
-            first, offset = segment_first_seq(self._segment_name), self._segment_size
-            placed = []
-            for raw, record in zip(raws, records, strict=True):
-                placed.append(
-                    Record(
-                        record.seq,
-                        record.timestamp,
-                        record.term,
-                        record.body,
-                        make_hint(first, offset),
-                    )
-                )
-                offset += len(raw)
+            first, start = segment_first_seq(self._segment_name), self._segment_size
+            raws, placed, head = seal_batch(
+                self.keyring,
+                bodies,
+                self.head,
+                time.time_ns(),
+                lambda seq, offset: make_hint(first, start + offset),
+            )
             data = b"".join(raws)
             assert self._fd is not None
             try:

@@ -107,7 +107,7 @@ class MemoryLog(LogBase):
                 return []
             raws, records, self._head = seal_batch(self.keyring, bodies, self._head, time.time_ns())
             self._pending += raws
-            return [Record(r.seq, r.timestamp, r.term, r.body, r.seq) for r in records]
+            return records
 
     def sync(self, seq: int) -> None:
         with self._cond:

@@ -343,7 +343,7 @@ class PostgresLog(LogBase):
                 self.keyring, bodies, self._head, time.time_ns()
             )
             self._pending += [(r.seq, raw) for r, raw in zip(records, raws, strict=True)]
-            return [Record(r.seq, r.timestamp, r.term, r.body, r.seq) for r in records]
+            return records
 
     def sync(self, seq: int) -> None:
         """Return once every record up to ``seq`` is committed; one transaction serves

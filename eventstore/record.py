@@ -12,10 +12,10 @@ here, above them.
 
 from __future__ import annotations
 
-import hashlib
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from hashlib import sha256
 from typing import NamedTuple
 
 from google_crc32c import value as crc32c
@@ -93,24 +93,36 @@ def encode(
     return PREFIX.pack(len(payload), crc32c(payload)) + payload
 
 
+def seq_hint(seq: int, offset: int) -> int:
+    """The hint of a storage that finds a record by its seq alone."""
+    return seq
+
+
 def seal_batch(
-    keyring: Keyring, bodies: Sequence[bytes], head: Head, timestamp: int
+    keyring: Keyring,
+    bodies: Sequence[bytes],
+    head: Head,
+    timestamp: int,
+    hint: Callable[[int, int], int] = seq_hint,
 ) -> tuple[list[bytes], list[Record], Head]:
     """The records that follow ``head``: their bytes, the records, and the new head.
 
     Every record of a batch carries the same timestamp, never earlier than the head's.
+    ``hint(seq, offset)`` gives each record's hint from its seq and where its bytes start
+    within the batch.
     """
     term = keyring.term
     sealer = keyring.barrier(term)
     timestamp = max(timestamp, head.timestamp)
-    seq, prev = head.seq, head.hash
+    seq, prev, offset = head.seq, head.hash, 0
     raws, records = [], []
     for body in bodies:
         seq += 1
         raw = encode(body, seq=seq, timestamp=timestamp, term=term, prev_hash=prev, sealer=sealer)
-        prev = record_hash(raw)
+        prev = sha256(raw).digest()
         raws.append(raw)
-        records.append(Record(seq, timestamp, term, body))
+        records.append(Record(seq, timestamp, term, body, hint(seq, offset)))
+        offset += len(raw)
     return raws, records, Head(seq, prev, timestamp)
 
 
@@ -169,7 +181,7 @@ def check_link(frame: Frame, prev_hash: bytes) -> None:
 
 def record_hash(raw: bytes | memoryview) -> bytes:
     """What the next record carries as ``prev_hash``: SHA-256 of this record's bytes."""
-    return hashlib.sha256(raw).digest()
+    return sha256(raw).digest()
 
 
 def checksum_ok(payload: bytes | memoryview, crc: int) -> bool:

@@ -8,15 +8,17 @@ the log authenticates.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import MISSING, dataclass, fields
-from typing import ClassVar
+from operator import attrgetter
+from typing import Any, ClassVar, TypeVar
 
 import msgpack
 
 from eventstore import Record
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class Event:
     """What every fact carries: who caused it, in which request, where and when it landed."""
 
@@ -27,7 +29,7 @@ class Event:
     time: int = 0  # unix nanoseconds, from the record header
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class MountCreated(Event):
     TYPE: ClassVar[str] = "mount.created"
     mount_id: str
@@ -39,14 +41,14 @@ class MountCreated(Event):
     key_in_hsm: bool = False  # the mount's data key is a non-extractable key in the HSM
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class MountRemoved(Event):
     TYPE: ClassVar[str] = "mount.removed"
     mount_id: str
     path: str
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class MountMoved(Event):
     TYPE: ClassVar[str] = "mount.moved"
     mount_id: str
@@ -54,7 +56,7 @@ class MountMoved(Event):
     to_path: str
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class MountTuned(Event):
     """A mount's description or lease TTLs changed; each field holds its new value."""
 
@@ -65,7 +67,7 @@ class MountTuned(Event):
     max_lease_ttl: int
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class SecretWritten(Event):
     """A backend stored a value; ``value`` is sealed with the mount's data key."""
 
@@ -76,7 +78,7 @@ class SecretWritten(Event):
     hmacs: dict[str, bytes]  # key -> HMAC-SHA256 of its value, keyed per mount (dies with it)
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class SecretRead(Event):
     """Someone read a path (found or not); no value is recorded."""
 
@@ -85,7 +87,7 @@ class SecretRead(Event):
     path: str
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class KeyRotated(Event):
     """A new barrier key term was installed; records from here on are sealed under it."""
 
@@ -93,14 +95,14 @@ class KeyRotated(Event):
     term: int
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class SecretDeleted(Event):
     TYPE: ClassVar[str] = "secret.deleted"
     mount_id: str
     path: str
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class LeaseIssued(Event):
     """A backend handed out a secret that must be revoked later.
 
@@ -118,14 +120,14 @@ class LeaseIssued(Event):
     token_id: str = ""  # the keyed hash of the token that obtained it (revoked with it)
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class LeaseRenewed(Event):
     TYPE: ClassVar[str] = "lease.renewed"
     lease_id: str
     expires: int  # unix nanoseconds
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class LeaseRevoked(Event):
     TYPE: ClassVar[str] = "lease.revoked"
     lease_id: str
@@ -135,7 +137,7 @@ class LeaseRevoked(Event):
 REVOKE_REASONS = ("explicit", "expired", "prefix", "unmount", "remount", "forced", "token")
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class LeaseRevokeFailed(Event):
     """The backend could not revoke; the lease stays live and is retried with backoff."""
 
@@ -146,7 +148,7 @@ class LeaseRevokeFailed(Event):
     attempt: int
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class IntentRecorded(Event):
     """A backend is about to act outside the store; ``data`` (sealed) says how to undo it."""
 
@@ -157,7 +159,7 @@ class IntentRecorded(Event):
     data: bytes
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class IntentCompleted(Event):
     """The outcome of an intent: ``done``, ``failed`` or ``rolled_back``."""
 
@@ -166,7 +168,7 @@ class IntentCompleted(Event):
     outcome: str
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class TokenCreated(Event):
     """A token was issued. ``token_id`` is a keyed hash of the token (``Keyring.token_id``):
     the token itself is never recorded. ``parent`` is the parent's ``token_id`` ("" for an
@@ -188,14 +190,14 @@ class TokenCreated(Event):
     token_type: str = "service"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class TokenRenewed(Event):
     TYPE: ClassVar[str] = "token.renewed"
     token_id: str
     expires: int  # unix nanoseconds
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class TokenUsed(Event):
     """A token with limited uses served a request (one use fewer)."""
 
@@ -203,14 +205,14 @@ class TokenUsed(Event):
     token_id: str
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class TokenRevoked(Event):
     TYPE: ClassVar[str] = "token.revoked"
     token_id: str
     reason: str  # explicit, parent, expired, uses, orphan-parent (children kept), auth-disabled
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class TokenRoleWritten(Event):
     """A token role (``auth/token/roles/NAME``): what tokens created through it get."""
 
@@ -219,13 +221,13 @@ class TokenRoleWritten(Event):
     settings: dict[str, object]
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class TokenRoleDeleted(Event):
     TYPE: ClassVar[str] = "token.role_deleted"
     name: str
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class PolicyWritten(Event):
     TYPE: ClassVar[str] = "policy.written"
     name: str
@@ -233,14 +235,14 @@ class PolicyWritten(Event):
     kind: str = "acl"  # or "password": how passwords the store generates are made
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class PolicyDeleted(Event):
     TYPE: ClassVar[str] = "policy.deleted"
     name: str
     kind: str = "acl"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class RequestDenied(Event):
     """A request was refused before it was routed (``actor`` names who asked)."""
 
@@ -250,7 +252,7 @@ class RequestDenied(Event):
     reason: str
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class AuditDeviceEnabled(Event):
     """An audit device was enabled at ``path``; it writes the entries of every event from
     seq ``since`` on (back-filled from the log when ``since`` is before this event)."""
@@ -263,7 +265,7 @@ class AuditDeviceEnabled(Event):
     since: int
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class AuditDeviceDisabled(Event):
     TYPE: ClassVar[str] = "audit.disabled"
     path: str
@@ -308,8 +310,20 @@ _DEFAULTS = {
     cls: {f.name: f.default for f in fields(cls) if f.default is not MISSING}
     for cls in EVENT_TYPES.values()
 }
+_GETTERS = {cls: attrgetter(*names) for cls, names in _FIELDS.items()}
 _new = object.__new__
-_set = object.__setattr__
+_packers = threading.local()
+E = TypeVar("E", bound=Event)
+
+
+def pack(value: Any) -> bytes:
+    """``msgpack.packb(value, use_bin_type=True)`` with a packer kept per thread: building
+    one per call costs more than packing a small event."""
+    try:
+        packer = _packers.packer
+    except AttributeError:
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True)
+    return packer.pack(value)  # type: ignore[no-any-return]
 
 
 class UnknownEventError(ValueError):
@@ -323,9 +337,15 @@ def encode(event: Event) -> bytes:
     only add fields at the end, with defaults, so older records still decode.
     """
     cls = type(event)
-    return msgpack.packb(
-        [cls.TYPE, *[getattr(event, name) for name in _FIELDS[cls]]], use_bin_type=True
-    )
+    return pack([cls.TYPE, *_GETTERS[cls](event)])
+
+
+def stamped(event: E, seq: int, time: int) -> E:
+    """A copy of ``event`` with the ``seq`` and ``time`` the log gave it (built as ``decode``
+    builds events: ``dataclasses.replace`` would run ``__init__``, twice as slow)."""
+    copy = _new(type(event))
+    copy.__dict__.update(event.__dict__, seq=seq, time=time)
+    return copy
 
 
 def decode(record: Record) -> Event:
@@ -335,14 +355,15 @@ def decode(record: Record) -> Event:
     names = _FIELDS.get(cls) if cls is not None else None
     if cls is None or names is None or len(body) - 1 > len(names):
         raise UnknownEventError(f"record {record.seq} holds an unknown event type")
-    # Built without __init__: a frozen dataclass's generated __init__ doubles replay time.
+    # Built without __init__, its fields set in its __dict__ at once: a frozen dataclass's
+    # generated __init__ sets them one by one and doubles replay time (events have no
+    # __slots__ for this; they live only while they are folded or shown).
     event = _new(cls)
-    for name, value in zip(names, body[1:], strict=False):
-        _set(event, name, value)
+    given = event.__dict__
+    given.update(zip(names, body[1:], strict=False))
     for name in names[len(body) - 1 :]:
         if name not in _DEFAULTS[cls]:
             raise UnknownEventError(f"record {record.seq} lacks the field {name}")
-        _set(event, name, _DEFAULTS[cls][name])
-    _set(event, "seq", record.seq)
-    _set(event, "time", record.timestamp)
+        given[name] = _DEFAULTS[cls][name]
+    given["seq"], given["time"] = record.seq, record.timestamp
     return event

@@ -42,7 +42,15 @@ from eventstore import (
 )
 from eventstore.keyring import KEYRING_FILE
 from eventstore.lock import WriterLock
-from projections.events import Event, KeyRotated, MountCreated, MountRemoved, decode, encode
+from projections.events import (
+    Event,
+    KeyRotated,
+    MountCreated,
+    MountRemoved,
+    decode,
+    encode,
+    stamped,
+)
 from projections.pointintime import rebuild, seq_at_time
 from projections.snapshot import read_snapshot, snapshot_dir, snapshot_seqs, write_snapshot
 from projections.state import StoreState, apply, live_values
@@ -412,7 +420,7 @@ class Store:
         written = []
         state = self.state
         for event, record in zip(events, records, strict=True):
-            event = replace(event, seq=record.seq, time=record.timestamp)
+            event = stamped(event, record.seq, record.timestamp)
             apply(state, event)
             written.append(event)
             if self._indexer is not None:
