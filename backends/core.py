@@ -109,7 +109,8 @@ class Core:
             raise InvalidRequestError("missing path")
         if request.operation == "list" and not path.endswith("/"):
             path += "/"  # a list names a folder, with or without its slash (as Vault's)
-        request = _rebuilt(request, path, "")
+        if path != request.path or request.actor:  # the actor is authentication's to say
+            request = _rebuilt(request, path, "")
         with self.store.lock:
             if self.audit.behind:  # refused before it is served while no device can write
                 self.audit.catch_up()

@@ -73,8 +73,11 @@ def _aad(context: tuple[bytes | str, ...]) -> bytes:
     if len(context) == 1 and isinstance(context[0], bytes):  # a record header: the hot path
         part = context[0]
         return len(part).to_bytes(4, "big") + part
-    parts = [p.encode() if isinstance(p, str) else p for p in context]
-    return b"".join(len(p).to_bytes(4, "big") + p for p in parts)
+    aad = b""
+    for part in context:
+        data = part.encode() if isinstance(part, str) else part
+        aad += len(data).to_bytes(4, "big") + data
+    return aad
 
 
 def audit_hmac(key: bytes, value: str) -> bytes:

@@ -27,6 +27,7 @@ from projections.events import (
     PolicyDeleted,
     PolicyWritten,
     SecretDeleted,
+    SecretRead,
     SecretWritten,
     TokenCreated,
     TokenRenewed,
@@ -295,6 +296,8 @@ def apply(state: StoreState, event: Event) -> StoreState:
     match event:
         case SecretWritten():
             state.data[event.mount_id][event.path] = event.value
+        case SecretRead():
+            pass  # a fact of the history; the state moves on only in its seq
         case SecretDeleted():
             state.data[event.mount_id].pop(event.path, None)
         case MountCreated():
