@@ -67,15 +67,26 @@ class Sealer:
         except InvalidTag:
             raise SealError("authentication failed") from None
 
+    def open_after(self, data: bytes, size: int) -> bytes:
+        """``open`` of what follows the first ``size`` bytes of ``data``, those bytes its
+        one part of context: a record, whose header is its associated data."""
+        if len(data) < size + OVERHEAD:
+            raise SealError("sealed value too short")
+        context = data[:size]
+        nonce, sealed = data[size : size + NONCE_BYTES], data[size + NONCE_BYTES :]
+        try:
+            return self._aead.decrypt(nonce, sealed, len(context).to_bytes(4, "big") + context)
+        except InvalidTag:
+            raise SealError("authentication failed") from None
+
 
 def _aad(context: tuple[bytes | str, ...]) -> bytes:
     """Associated data: each part length-prefixed, so ("ab", "c") and ("a", "bc") differ."""
     if len(context) == 1 and isinstance(context[0], bytes):  # a record header: the hot path
-        part = context[0]
-        return len(part).to_bytes(4, "big") + part
+        return len(context[0]).to_bytes(4, "big") + context[0]
     aad = b""
     for part in context:
-        data = part.encode() if isinstance(part, str) else part
+        data = part if isinstance(part, bytes) else part.encode()
         aad += len(data).to_bytes(4, "big") + data
     return aad
 

@@ -13,6 +13,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from functools import partial
 from hashlib import sha256
 from pathlib import Path
 
@@ -44,6 +45,7 @@ __all__ = ["SEGMENT_MAGIC", "FileLog", "Frame", "Head", "SegmentScan", "segment_
 SEGMENT_MAGIC = b"VLSEG001"
 SEGMENT_BYTES = 64 << 20
 _SEGMENT_NAME = re.compile(r"^(\d{20})\.seg$")
+_header = partial(tuple.__new__, Header)  # Header._make without its Python frame
 
 
 def segment_name(first_seq: int) -> str:
@@ -135,6 +137,7 @@ class SegmentScan:
             raise self._fail("not a vaultlog segment", 0, seq)
         pos = 0 if base else len(SEGMENT_MAGIC)
         size, view = len(data), memoryview(data)
+        segment_seq = self.segment_seq if self.segment_seq < 1 << 32 else 0
         while pos < size:
             if size - pos < PREFIX.size:
                 self._torn(pos, seq, "record cut short")
@@ -154,7 +157,7 @@ class SegmentScan:
             payload = data[pos + PREFIX.size : end]
             if crc32c(payload) != crc:
                 raise self._fail("checksum mismatch", pos, seq)
-            header = Header._make(HEADER.unpack_from(payload))
+            header = _header(HEADER.unpack_from(payload))
             if header.version != VERSION:
                 raise self._fail(f"unknown record format version {header.version}", pos, seq)
             if header.seq != seq:
@@ -169,8 +172,9 @@ class SegmentScan:
                     "hash chain broken (previous record changed)", pos, seq, "rewritten history"
                 )
             prev = sha256(view[pos:end]).digest()
-            hint = make_hint(self.segment_seq, base + pos)
-            yield Frame(self.name, base + pos, base + end, header, payload, prev, hint)
+            at = base + pos
+            hint = segment_seq << 32 | at if at < 1 << 32 else NO_HINT  # as make_hint
+            yield Frame(self.name, at, base + end, header, payload, prev, hint)
             seq += 1
             pos = end
 
@@ -287,32 +291,35 @@ class FileLog(LogBase):
         place = read_hint(hint)
         if place is not None and place[0] == segments[index][1] and place[1] > len(SEGMENT_MAGIC):
             expected, prev, base = start, None, place[1]
-        reader = self._lock is None
-        for i in range(index, len(segments)):
-            first_seq, name = segments[i]
-            if base:
-                first_seq = start
-            if first_seq != expected:
-                raise _missing(expected, segments[i])
-            scan = SegmentScan(
-                name,
-                self._read(name, base),
-                first_seq=first_seq,
-                prev_hash=prev,
-                last=i == len(segments) - 1,
-                base=base,
-            )
-            base = 0
-            for frame in scan:
-                prev = frame.hash
-                expected = frame.header.seq + 1
-                if frame.header.seq >= start:
-                    h = frame.header
-                    if reader and h.seq > self.head.seq:  # a reader's head never goes back
-                        self.head, self.head_hint = Head(h.seq, frame.hash, h.timestamp), frame.hint
-                    yield frame
-            if scan.torn_at is not None:
-                self.torn_tail = TornTail(expected, f"segment {name} at offset {scan.torn_at}")
+        reader, newest = self._lock is None, None
+        try:
+            for i in range(index, len(segments)):
+                first_seq, name = segments[i]
+                if base:
+                    first_seq = start
+                if first_seq != expected:
+                    raise _missing(expected, segments[i])
+                scan = SegmentScan(
+                    name,
+                    self._read(name, base),
+                    first_seq=first_seq,
+                    prev_hash=prev,
+                    last=i == len(segments) - 1,
+                    base=base,
+                )
+                base = 0
+                for frame in scan:
+                    prev = frame.hash
+                    expected = frame.header.seq + 1
+                    if expected > start:
+                        newest = frame
+                        yield frame
+                if scan.torn_at is not None:
+                    self.torn_tail = TornTail(expected, f"segment {name} at offset {scan.torn_at}")
+        finally:  # a reader's head moves on to the newest record it has seen, never back
+            if reader and newest is not None and newest.header.seq > self.head.seq:
+                h = newest.header
+                self.head, self.head_hint = Head(h.seq, newest.hash, h.timestamp), newest.hint
 
     def frame(self, seq: int, hint: int = NO_HINT) -> Frame:
         """Record ``seq`` read on its own, checked as a scan checks it but for its link to

@@ -14,6 +14,7 @@ from operator import attrgetter
 from typing import Any, ClassVar, TypeVar
 
 import msgpack
+from msgpack import unpackb
 
 from eventstore import Record
 
@@ -311,6 +312,9 @@ _DEFAULTS = {
     for cls in EVENT_TYPES.values()
 }
 _GETTERS = {cls: attrgetter(*names) for cls, names in _FIELDS.items()}
+# By type: the class, and the names a body's items are given to in order: "seq" first,
+# standing where the body has the type (``decode`` then gives seq the header's).
+_DECODING = {cls.TYPE: (cls, ("seq", *names)) for cls, names in _FIELDS.items()}
 _new = object.__new__
 _packers = threading.local()
 E = TypeVar("E", bound=Event)
@@ -350,20 +354,23 @@ def stamped(event: E, seq: int, time: int) -> E:
 
 def decode(record: Record) -> Event:
     """The event a record carries, with ``seq`` and ``time`` from its header."""
-    body = msgpack.unpackb(record.body, raw=False)
-    cls = EVENT_TYPES.get(body[0]) if isinstance(body, list) and body else None
-    names = _FIELDS.get(cls) if cls is not None else None
-    if cls is None or names is None or len(body) - 1 > len(names):
-        raise UnknownEventError(f"record {record.seq} holds an unknown event type")
+    body = unpackb(record.body, raw=False)
+    try:
+        cls, names = _DECODING[body[0]]
+    except (KeyError, IndexError, TypeError):  # not an array, or not a type we know
+        raise UnknownEventError(f"record {record.seq} holds an unknown event type") from None
     # Built without __init__, its fields set in its __dict__ at once: a frozen dataclass's
     # generated __init__ sets them one by one and doubles replay time (events have no
     # __slots__ for this; they live only while they are folded or shown).
     event = _new(cls)
     given = event.__dict__
-    given.update(zip(names, body[1:], strict=False))
-    for name in names[len(body) - 1 :]:
-        if name not in _DEFAULTS[cls]:
-            raise UnknownEventError(f"record {record.seq} lacks the field {name}")
-        given[name] = _DEFAULTS[cls][name]
+    given.update(zip(names, body, strict=False))
+    if len(body) != len(names):  # written by an older version, or by a newer one
+        if len(body) > len(names):
+            raise UnknownEventError(f"record {record.seq} holds an unknown event type")
+        for name in names[len(body) :]:
+            if name not in _DEFAULTS[cls]:
+                raise UnknownEventError(f"record {record.seq} lacks the field {name}")
+            given[name] = _DEFAULTS[cls][name]
     given["seq"], given["time"] = record.seq, record.timestamp
     return event
