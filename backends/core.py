@@ -15,6 +15,8 @@ import functools
 import os
 from dataclasses import replace
 
+import msgspec
+
 from backends.audit_devices import AuditDevices
 from backends.auth import Authenticate
 from backends.contract import Backends, MountView, Session, key_lost
@@ -127,7 +129,7 @@ class Core:
             said = tuple(self.store.warnings[warnings:])
             seq = self.store.head.seq if self.store.writable else 0
         if said:
-            response = replace(response, warnings=response.warnings + said)
+            response = msgspec.structs.replace(response, warnings=response.warnings + said)
         return response, seq
 
     def calls_out(self, request: Request) -> bool:

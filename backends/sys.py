@@ -19,6 +19,8 @@ import uuid
 from dataclasses import replace
 from typing import Any, ClassVar
 
+import msgspec
+
 from backends.auth import ROOT_POLICY, Authorizer
 from backends.contract import MountView, PathRules, Session, WriterNeeded
 from backends.errors import (
@@ -479,7 +481,7 @@ class SysBackend:
         session.stage(SecretRead(**who(session.request), mount_id=mount.id, path=relative))
         if sealed is None:
             return Response(data={"restored": False, "seq": from_seq})
-        inner = replace(session.request, operation="write", path=relative)
+        inner = msgspec.structs.replace(session.request, operation="write", path=relative)
         target = Session(session.store, inner, session.backends)
         view = MountView(target, mount)
         view.put(relative, view.open_value(sealed, "value", relative))

@@ -6,9 +6,9 @@ same records a file log would hold.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any, ClassVar
 
+import msgspec
 import pytest
 
 from backends import (
@@ -40,7 +40,7 @@ class Boom:
 
 
 def as_tester(store: Store, request: Request) -> Request:
-    return replace(request, actor="tester@test")
+    return msgspec.structs.replace(request, actor="tester@test")
 
 
 @pytest.fixture

@@ -7,9 +7,10 @@ import json
 import os
 import re
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from backends.errors import RequestError
 from backends.request import Operation, Request, Response
@@ -99,7 +100,9 @@ def call(
         raise CommandFailed(f"{error_prefix}: {_one_line(str(exc))}", exit_code) from None
     for warning in response.warnings if print_warnings else ():
         print(f"Warning: {warning}", file=sys.stderr)
-    return response if response.request_id else replace(response, request_id=request.request_id)
+    if response.request_id:
+        return response
+    return msgspec.structs.replace(response, request_id=request.request_id)
 
 
 _MULTIERROR = re.compile(r"\d+ errors? occurred:\n((?:\t\* [^\x00-\x1f\x7f]*\n)+)\n")
