@@ -35,6 +35,7 @@ from projections import (
     StoreState,
 )
 from projections.audit import rfc3339
+from projections.events import pack
 from projections.store import Store, new_id
 
 
@@ -192,7 +193,7 @@ class MountView:
 
     def seal_value(self, value: Any, *context: str) -> bytes:
         """``value`` packed and sealed with this mount's data key, bound to ``context``."""
-        packed = msgpack.packb(value, use_bin_type=True)
+        packed = pack(value)
         try:
             return self.session.store.keyring.mount_sealer(self.mount.id).seal(
                 packed, self.mount.id, *context

@@ -5,7 +5,7 @@ import typing as _typing
 from eventstore import lazy as _lazy
 
 if _typing.TYPE_CHECKING:
-    from eventstore.crypto import Sealer, SealError, audit_hmac, new_key
+    from eventstore.crypto import Sealer, SealError, new_key
     from eventstore.errors import (
         CorruptionError,
         HsmUnavailableError,
@@ -53,7 +53,6 @@ _WHERE = {
     "UnavailableError": "eventstore.errors",
     "UnsealError": "eventstore.errors",
     "VaultlogError": "eventstore.errors",
-    "audit_hmac": "eventstore.crypto",
     "decode_unseal_key": "eventstore.keyring",
     "encode_unseal_key": "eventstore.keyring",
     "new_key": "eventstore.crypto",
@@ -87,7 +86,6 @@ __all__ = [
     "UnavailableError",
     "UnsealError",
     "VaultlogError",
-    "audit_hmac",
     "decode_unseal_key",
     "encode_unseal_key",
     "new_key",

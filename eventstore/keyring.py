@@ -28,7 +28,7 @@ import msgpack
 from google_crc32c import value as crc32c
 
 from eventstore import hsm
-from eventstore.crypto import KEY_BYTES, Sealer, SealError, Seals, new_key
+from eventstore.crypto import KEY_BYTES, KeyedHmac, Sealer, SealError, Seals, new_key
 from eventstore.errors import ShreddedError, UnsealError
 from eventstore.files import write_atomically
 
@@ -72,7 +72,7 @@ class Keyring:
     _barriers: dict[int, Sealer] = field(default_factory=dict, repr=False)
     _sealers: dict[str, Seals] = field(default_factory=dict, repr=False)  # mounts'
 
-    _hmac_keys: dict[str, bytes] = field(default_factory=dict, repr=False)
+    _hmac_keys: dict[str, KeyedHmac] = field(default_factory=dict, repr=False)
 
     @classmethod
     def create(cls) -> Keyring:
@@ -108,19 +108,19 @@ class Keyring:
             sealer = self._sealers[mount_id] = made
         return sealer
 
-    def value_hmac_key(self, mount_id: str) -> bytes:
-        """The key of the audit HMACs of a mount's values (derived inside the HSM for an
-        HSM mount); ``ShreddedError`` once the mount's data key was destroyed."""
-        derived = self._hmac_keys.get(mount_id)
-        if derived is None:
+    def value_hmac(self, mount_id: str, value: bytes) -> bytes:
+        """The audit HMAC of a value of a mount, under a key derived from the mount's data
+        key (inside the HSM for an HSM mount); ``ShreddedError`` once that was destroyed."""
+        keyed = self._hmac_keys.get(mount_id)
+        if keyed is None:
             key = self._mount_key(mount_id)
             label = hsm_label_of(key)
             if label:
                 derived = hsm.current().derive(label, b"vaultlog value hmac")
             else:
                 derived = hmac.new(key, b"vaultlog value hmac", hashlib.sha256).digest()
-            self._hmac_keys[mount_id] = derived
-        return derived
+            keyed = self._hmac_keys[mount_id] = KeyedHmac(derived)
+        return keyed.digest(value)
 
     def _mount_key(self, mount_id: str) -> bytes:
         key = self.mounts.get(mount_id)
@@ -131,12 +131,11 @@ class Keyring:
     def token_id(self, token: str) -> str:
         """The keyed hash a token is known by in the log and the state (the token itself
         is never recorded): HMAC-SHA256 under a key derived from the audit key."""
-        key = self._hmac_keys.get("")
-        if key is None:
-            key = self._hmac_keys[""] = hmac.new(
-                self.audit_key, b"vaultlog token id", hashlib.sha256
-            ).digest()
-        return hmac.new(key, token.encode(), hashlib.sha256).hexdigest()
+        keyed = self._hmac_keys.get("")
+        if keyed is None:
+            key = hmac.new(self.audit_key, b"vaultlog token id", hashlib.sha256).digest()
+            keyed = self._hmac_keys[""] = KeyedHmac(key)
+        return keyed.digest(token.encode()).hex()
 
     def add_term(self) -> int:
         """Install a new barrier key; old terms stay so old records remain readable."""

@@ -37,7 +37,6 @@ from eventstore import (
     ShreddedError,
     StoreError,
     UnsealError,
-    audit_hmac,
     hsm,
 )
 from eventstore.keyring import KEYRING_FILE
@@ -564,7 +563,7 @@ class Store:
         """The audit HMAC of a value of a mount; non-strings are hashed as their JSON.
         ``ShreddedError`` once the mount's data key was destroyed."""
         text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-        return audit_hmac(self.keyring.value_hmac_key(mount_id), text)
+        return self.keyring.value_hmac(mount_id, text.encode())
 
     # ---- the past ------------------------------------------------------------------------
 
