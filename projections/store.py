@@ -19,9 +19,10 @@ import json
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+import msgspec
 
 from eventstore import (
     CorruptionError,
@@ -542,7 +543,7 @@ class Store:
                 _os_message("could not save the keyring; the key term is unchanged", exc)
             ) from None
         try:
-            self.commit([replace(event, term=term)])
+            self.commit([msgspec.structs.replace(event, term=term)])
             self.flush()
         except StoreError:
             # Nothing was sealed under the new term: take it back (if the disk lets us,
