@@ -12,12 +12,12 @@ from typing import Annotated
 
 import typer
 
-from eventstore.errors import VaultlogError
 from tools import auth_commands, commands, seal_commands
 from tools.client import CommandFailed, call, parse_data
 from tools.go_cli import GoCommand
 from tools.output import columns, escape, rfc3339, secret_json, secret_table, text
 from tools.progress import progress_on_stderr
+from tools.quick import guarded, read_secret, write_secret
 
 app = typer.Typer(
     add_completion=False,
@@ -128,9 +128,7 @@ def write(
     ] = False,
 ) -> None:
     """Write data (key=value pairs, @file.json, or JSON on stdin with -) to a path."""
-    values = parse_data(data or [])
-    call("write", path, values, error_prefix=f"Error writing data to {path}")
-    print(f"Success! Data written to: {path}")
+    write_secret(path, data or [])
 
 
 @app.command()
@@ -141,19 +139,7 @@ def read(
     at: Annotated[str, typer.Option(help="As the store stood at SEQ or TIME.")] = "",
 ) -> None:
     """Read the secret at a path (now, or with -at as it was then)."""
-    if format not in ("table", "json"):
-        raise CommandFailed(f"Invalid output format: {format}", 1)
-    response = call("read", path, at=at, error_prefix=f"Error reading {path}")
-    if response.data is None:
-        raise CommandFailed(f"No value found at {path}", 1)
-    if field:
-        if field not in response.data:
-            raise CommandFailed(f"Field {field} not present in secret", 1)
-        print(text(response.data[field]))
-    elif format == "json":
-        print(secret_json(response))
-    else:
-        print(secret_table(response))
+    read_secret(path, field, format, at)
 
 
 @app.command()
@@ -481,27 +467,22 @@ def main(argv: list[str] | None = None) -> None:
     if args[0] in ("--version", "-v"):
         args = ["version", *args[1:]]
     command, rest, prog = _command_for(args)
-    try:
-        code = command.main(rest, prog_name=prog, standalone_mode=False)
-    except CommandFailed as exc:
-        print(str(exc) if exc.escaped else escape(str(exc)), file=sys.stderr)
-        code = exc.exit_code
-    except VaultlogError as exc:
-        print(escape(f"Error: {exc}"), file=sys.stderr)
-        code = 2
-    except typer.Abort:
-        print("Aborted.", file=sys.stderr)
-        code = 130
-    except typer.TyperException as exc:  # usage errors from typer's bundled click
-        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-        if "unexpected extra argument" in message:  # never echo them: one may be a secret
-            message = "too many arguments"
-        print(f"Error: {message} (see 'vault {_sub(args)}--help')", file=sys.stderr)
-        code = 1
-    except KeyboardInterrupt:
-        print("Interrupted.", file=sys.stderr)
-        code = 130
-    sys.exit(code if isinstance(code, int) else 0)
+
+    def run() -> int:
+        try:
+            code = command.main(rest, prog_name=prog, standalone_mode=False)
+        except typer.Abort:
+            print("Aborted.", file=sys.stderr)
+            return 130
+        except typer.TyperException as exc:  # usage errors from typer's bundled click
+            message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+            if "unexpected extra argument" in message:  # never echo them: one may be a secret
+                message = "too many arguments"
+            print(f"Error: {message} (see 'vault {_sub(args)}--help')", file=sys.stderr)
+            return 1
+        return code if isinstance(code, int) else 0
+
+    sys.exit(guarded(run))
 
 
 def _commands() -> dict[str, typer.models.CommandInfo]:
