@@ -13,11 +13,11 @@ from typing import Annotated
 import typer
 
 from tools import auth_commands, commands, seal_commands
-from tools.client import CommandFailed, call, parse_data
+from tools.client import CommandFailed, call, guarded, parse_data
 from tools.go_cli import GoCommand
 from tools.output import columns, escape, rfc3339, secret_json, secret_table, text
 from tools.progress import progress_on_stderr
-from tools.quick import guarded, read_secret, write_secret
+from tools.secret_commands import read_secret, write_secret
 
 app = typer.Typer(
     add_completion=False,

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,22 @@ class CommandFailed(Exception):
     def __init__(self, message: str, exit_code: int = 2, *, escaped: bool = False) -> None:
         super().__init__(message)
         self.exit_code, self.escaped = exit_code, escaped
+
+
+def guarded(command: Callable[[], int | None]) -> int:
+    """Run ``command`` for its exit code; every failure it can meet is one line on stderr
+    and an exit code."""
+    try:
+        return command() or 0
+    except CommandFailed as exc:
+        print(str(exc) if exc.escaped else escape(str(exc)), file=sys.stderr)
+        return exc.exit_code
+    except VaultlogError as exc:
+        print(escape(f"Error: {exc}"), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        return 130
 
 
 _transport: Transport | None = None

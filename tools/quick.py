@@ -12,51 +12,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from eventstore.errors import VaultlogError
-from tools.client import CommandFailed, call, parse_data
-from tools.output import escape, secret_json, secret_table, text
+from tools.client import guarded
+from tools.secret_commands import read_secret, write_secret
 
 READ_FLAGS = ("field", "format", "at")
-
-
-def read_secret(path: str, field: str = "", format: str = "table", at: str = "") -> None:
-    """``vault read``: the secret at a path, now or as it stood at ``at``."""
-    if format not in ("table", "json"):
-        raise CommandFailed(f"Invalid output format: {format}", 1)
-    response = call("read", path, at=at, error_prefix=f"Error reading {path}")
-    if response.data is None:
-        raise CommandFailed(f"No value found at {path}", 1)
-    if field:
-        if field not in response.data:
-            raise CommandFailed(f"Field {field} not present in secret", 1)
-        print(text(response.data[field]))
-    elif format == "json":
-        print(secret_json(response))
-    else:
-        print(secret_table(response))
-
-
-def write_secret(path: str, data: list[str]) -> None:
-    """``vault write``: key=value pairs (or @file.json, or JSON on stdin with -) at a path."""
-    values = parse_data(data)
-    call("write", path, values, error_prefix=f"Error writing data to {path}")
-    print(f"Success! Data written to: {path}")
-
-
-def guarded(command: Callable[[], int | None]) -> int:
-    """Run ``command`` for its exit code; every failure it can meet is one line on stderr
-    and an exit code."""
-    try:
-        return command() or 0
-    except CommandFailed as exc:
-        print(str(exc) if exc.escaped else escape(str(exc)), file=sys.stderr)
-        return exc.exit_code
-    except VaultlogError as exc:
-        print(escape(f"Error: {exc}"), file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("Interrupted.", file=sys.stderr)
-        return 130
 
 
 def plain(args: list[str]) -> Callable[[], None] | None:
