@@ -35,6 +35,7 @@ def progress_on_stderr(enabled: bool = True) -> Iterator[Reporter | None]:
         TimeElapsedColumn(),
         console=Console(stderr=True),
         transient=True,
+        auto_refresh=False,  # no refresh thread: a single-threaded walk may fork workers
     ) as bar:
         tasks: dict[str, TaskID] = {}
 
@@ -42,6 +43,7 @@ def progress_on_stderr(enabled: bool = True) -> Iterator[Reporter | None]:
             if phase not in tasks:
                 tasks[phase] = bar.add_task(phase, total=expected or None)
             bar.update(tasks[phase], completed=done, total=max(expected, done) or None)
+            bar.refresh()
 
         from projections.progress import listening
 
