@@ -108,4 +108,3 @@ class KeyedHmac:
         outer = self._outer.copy()
         outer.update(inner.digest())
         return outer.digest()
-
