@@ -74,7 +74,7 @@ class Sealer:
         context = data[:size]
         nonce, sealed = data[size : size + NONCE_BYTES], data[size + NONCE_BYTES :]
         try:
-            return self._aead.decrypt(nonce, sealed, len(context).to_bytes(4, "big") + context)
+            return self._aead.decrypt(nonce, sealed, _aad((context,)))
         except InvalidTag:
             raise SealError("authentication failed") from None
 

@@ -137,7 +137,6 @@ class SegmentScan:
             raise self._fail("not a vaultlog segment", 0, seq)
         pos = 0 if base else len(SEGMENT_MAGIC)
         size, view = len(data), memoryview(data)
-        segment_seq = self.segment_seq if self.segment_seq < 1 << 32 else 0
         while pos < size:
             if size - pos < PREFIX.size:
                 self._torn(pos, seq, "record cut short")
@@ -173,7 +172,7 @@ class SegmentScan:
                 )
             prev = sha256(view[pos:end]).digest()
             at = base + pos
-            hint = segment_seq << 32 | at if at < 1 << 32 else NO_HINT  # as make_hint
+            hint = make_hint(self.segment_seq, at)
             yield Frame(self.name, at, base + end, header, payload, prev, hint)
             seq += 1
             pos = end

@@ -119,7 +119,7 @@ def seal_batch(
     for body in bodies:
         seq += 1
         raw = encode(body, seq=seq, timestamp=timestamp, term=term, prev_hash=prev, sealer=sealer)
-        prev = sha256(raw).digest()
+        prev = record_hash(raw)
         raws.append(raw)
         records.append(Record(seq, timestamp, term, body, hint(seq, offset)))
         offset += len(raw)
