@@ -91,7 +91,7 @@ class Core:
             self.store.flush()  # the refusal's record
             self.audited(exc.seq)
             raise
-        self.store.flush()
+        self.store.flush(seq)
         self.audited(seq)
         return response
 

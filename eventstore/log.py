@@ -193,6 +193,7 @@ class FileLog(LogBase):
         self.torn_tail: TornTail | None = None  # what the last full scan stopped at
         self._cond = threading.Condition()  # guards writing, the head and group commit
         self._syncing = False
+        self._waiting: list[tuple[int, threading.Lock]] = []  # a sync's waiters: seq, gate
         self._durable_seq = 0
         self._durable_head = self.head
         self._durable_hint = NO_HINT
@@ -393,41 +394,70 @@ class FileLog(LogBase):
         """Return once every record up to ``seq`` is on disk.
 
         Group commit: one thread at a time runs fdatasync for everything written so far,
-        and every writer waiting meanwhile is served by the next one. A failed fsync makes
-        the log read-only for good: the kernel may already have dropped the dirty pages,
-        so retrying could report success for data that never reached the disk.
+        and every writer arriving meanwhile waits at a gate of its own. When the sync ends,
+        the gates of those it made durable open, and the first of the rest leads the next
+        one: a waiter wakes once, not once per sync. A failed fsync makes the log
+        read-only for good: the kernel may already have dropped the dirty pages, so
+        retrying could report success for data that never reached the disk.
         """
         with self._cond:
-            while self._durable_seq < seq:
-                self._check_broken()
-                if self._syncing:
-                    self._cond.wait()
-                    continue
-                fd = self._fd
-                if fd is None:  # nothing was ever written through this log
-                    raise StoreError("nothing to sync: no segment is open")
-                self._syncing, target = True, self.head
-                size, target_hint = self._segment_size, self.head_hint
-                self._cond.release()
-                try:
-                    os.fdatasync(fd)
-                except OSError as exc:
-                    error: OSError | None = exc
-                else:
-                    error = None
-                finally:
-                    self._cond.acquire()
-                    self._syncing = False
-                    self._cond.notify_all()
-                if error is not None:
-                    # Take back what was not acknowledged, so no reader ever sees it.
-                    with contextlib.suppress(OSError):
-                        os.ftruncate(fd, self._durable_size)
-                    self.head, self._segment_size = self._durable_head, self._durable_size
-                    self.head_hint = self._durable_hint
-                    self._fail_writes(error)
-                self._durable_seq, self._durable_head = target.seq, target
-                self._durable_size, self._durable_hint = size, target_hint
+            try:
+                while self._durable_seq < seq:
+                    self._check_broken()
+                    if self._syncing:
+                        gate = threading.Lock()
+                        gate.acquire()
+                        self._waiting.append((seq, gate))
+                        self._cond.release()
+                        gate.acquire()  # opened once ``seq`` is durable, or to lead
+                        self._cond.acquire()
+                    else:
+                        self._lead_sync()
+            finally:
+                if self._waiting and not self._syncing:
+                    self._open_gates(everyone=self._broken is not None)
+
+    def _lead_sync(self) -> None:
+        """One fdatasync of all written so far (``self._cond`` held, released meanwhile)."""
+        fd = self._fd
+        if fd is None:  # nothing was ever written through this log
+            raise StoreError("nothing to sync: no segment is open")
+        self._syncing, target = True, self.head
+        size, target_hint = self._segment_size, self.head_hint
+        self._cond.release()
+        try:
+            os.fdatasync(fd)
+        except OSError as exc:
+            error: OSError | None = exc
+        else:
+            error = None
+        finally:
+            self._cond.acquire()
+            self._syncing = False
+            self._cond.notify_all()  # a segment change waiting for this sync
+        if error is None:
+            self._durable_seq, self._durable_head = target.seq, target
+            self._durable_size, self._durable_hint = size, target_hint
+        else:
+            # Take back what was not acknowledged, so no reader ever sees it.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, self._durable_size)
+            self.head, self._segment_size = self._durable_head, self._durable_size
+            self.head_hint = self._durable_hint
+            self._fail_writes(error)
+
+    def _open_gates(self, everyone: bool) -> None:
+        """Wake the waiters now durable (all of them once the log is broken), and the
+        first of the others, to lead the next sync (``self._cond`` held, no sync running)."""
+        rest = []
+        for seq, gate in self._waiting:
+            if everyone or seq <= self._durable_seq:
+                gate.release()
+            else:
+                rest.append((seq, gate))
+        if rest:
+            rest.pop(0)[1].release()
+        self._waiting = rest
 
     def _check_broken(self) -> None:
         if self._broken:
@@ -451,6 +481,7 @@ class FileLog(LogBase):
                 self._fail_writes(exc)
             self._durable_seq, self._durable_head = self.head.seq, self.head
             self._durable_hint = self.head_hint
+            self._open_gates(everyone=False)
             os.close(self._fd)
             self._fd = None
         else:

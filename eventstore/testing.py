@@ -8,6 +8,7 @@ storage knows how to cause. Importing this module needs pytest; vaultlog itself 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -212,6 +213,30 @@ class LogContract:
             mine = [r.body for r in records if r.body.startswith(b"t%d-" % n)]
             assert mine == [b"t%d-%d" % (n, i) for i in range(per_thread)]
         assert 0 < syncs.calls < threads * per_thread
+
+    def test_a_failed_group_commit_fails_every_waiter(
+        self, make_log: OpenLog, syncs: Syncs
+    ) -> None:
+        writer, reader = make_log()
+        writer.append([b"start"])
+        syncs.delay, syncs.failing = 0.02, True  # writers queue behind a sync that fails
+        refused: list[int] = []
+
+        def work(n: int) -> None:
+            with contextlib.suppress(ReadOnlyError):
+                [record] = writer.write([b"w%d" % n])
+                writer.sync(record.seq)
+                return
+            refused.append(n)
+
+        workers = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=10)
+        assert not [w for w in workers if w.is_alive()], "a waiter was never woken"
+        assert sorted(refused) == list(range(8))
+        assert bodies_of(reader) == [b"start"]
 
     def test_reader_sees_records_appended_after_it_was_created(self, make_log: OpenLog) -> None:
         writer, reader = make_log()

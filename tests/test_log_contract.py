@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 import time
 import types
 from collections.abc import Iterator
@@ -138,6 +139,30 @@ class TestFileLog(LogContract):
     @pytest.fixture
     def clock(self, monkeypatch: pytest.MonkeyPatch) -> SetClock:
         return clock_of(eventstore.log, monkeypatch)
+
+    def test_segment_rollover_under_group_commit_strands_no_waiter(
+        self, make_log: OpenLog, syncs: Syncs, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(eventstore.log, "SEGMENT_BYTES", 600)  # a new segment every few
+        writer, reader = make_log()
+        syncs.delay = 0.002  # slow enough that writers queue behind each sync
+        done: list[int] = []
+
+        def work(n: int) -> None:
+            for i in range(15):
+                [record] = writer.write([b"t%d-%d" % (n, i)])
+                writer.sync(record.seq)
+                done.append(record.seq)
+
+        workers = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=30)
+        assert not [w for w in workers if w.is_alive()], "a waiter was never woken"
+        assert sorted(done) == list(range(1, 91))
+        assert len(reader.segments()) > 5
+        assert [r.seq for r in reader.records()] == list(range(1, 91))
 
     def test_segment_rollover_keeps_seq_contiguous_and_the_chain_whole(
         self, make_log: OpenLog, monkeypatch: pytest.MonkeyPatch
