@@ -9,15 +9,20 @@ snapshot is ignored, never trusted: the log is the truth.
 The file: magic, header (the AAD of everything else), the length of the sealed table, the
 table (sealed with the barrier key: mounts, removed mounts, leases, intents, and where
 each section lies), then the sections. Opening a store reads the table only; a section
-is read when its mount's values are first needed (``MountData``).
+is read when its mount's values are first needed (``MountData``). A section is a run of
+chunks of at most ``CHUNK`` values, each sealed on its own (its place in the run is part
+of its associated data) behind its length: loading one holds a chunk's bytes at a time
+beside the values, never the whole section twice over.
 """
 
 from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Iterator, MutableMapping
 from dataclasses import astuple, dataclass, replace
 from functools import partial
+from itertools import islice
 from pathlib import Path
 from typing import BinaryIO
 
@@ -38,11 +43,13 @@ from projections.state import (
 )
 
 SNAPSHOT_DIR = "snapshots"
-_MAGIC = b"VLSNAP03"  # 02 kept file positions; such files are passed over and rebuilt
+_MAGIC = b"VLSNAP04"  # 03 sealed a section whole, 02 kept file positions: passed over, rebuilt
 # seq, timestamp, key term, hash of the record at seq, and the log's hint for that record,
 # so replay resumes there without reading before it
 _HEADER = struct.Struct(">QQI32sQ")
 _TABLE_LENGTH = struct.Struct(">I")
+_CHUNK_LENGTH = struct.Struct(">I")
+CHUNK = 2048  # values per sealed chunk of a section
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,11 +84,12 @@ def write_snapshot(
     sections, places = [], {}
     offset = 0
     for mount_id, values in state.data.items():
-        packed = msgpack.packb(dict(values), use_bin_type=True)
-        sealer = keyring.mount_sealer(mount_id)
-        sections.append(sealer.seal(packed, "snapshot", mount_id, str(head.seq)))
-        places[mount_id] = [offset, len(sections[-1]), len(values)]
-        offset += len(sections[-1])
+        size = 0
+        for chunk in _sealed_chunks(keyring, mount_id, head.seq, values):
+            sections.append(chunk)
+            size += len(chunk)
+        places[mount_id] = [offset, size, len(values)]
+        offset += size
     table = msgpack.packb(
         {
             "mounts": [astuple(m) for m in state.mounts.sorted()],
@@ -105,6 +113,17 @@ def write_snapshot(
     folder.mkdir(mode=0o700, exist_ok=True)
     data = b"".join([_MAGIC, header, _TABLE_LENGTH.pack(len(sealed)), sealed, *sections])
     write_atomically(folder / f"{head.seq:020d}.snap", data)
+
+
+def _sealed_chunks(
+    keyring: Keyring, mount_id: str, seq: int, values: MutableMapping[str, bytes]
+) -> Iterator[bytes]:
+    """A section: each run of ``CHUNK`` values packed and sealed, behind its length."""
+    sealer, items = keyring.mount_sealer(mount_id), iter(values.items())
+    for index in range(-(-len(values) // CHUNK)):
+        packed = msgpack.packb(dict(islice(items, CHUNK)), use_bin_type=True)
+        sealed = sealer.seal(packed, "snapshot", mount_id, str(seq), str(index))
+        yield _CHUNK_LENGTH.pack(len(sealed)) + sealed
 
 
 def read_snapshot(directory: Path, keyring: Keyring, seq: int, *, lazy: bool = False) -> Snapshot:
@@ -153,19 +172,30 @@ def _read(f: BinaryIO, keyring: Keyring, seq: int, lazy: bool) -> Snapshot:
     for mount_id, (start, size, count) in fields["sections"].items():
         if mount_id not in keyring.mounts:
             raise ShreddedError(f"the data key of mount {mount_id} was destroyed")
-        load = partial(_section, f, keyring, mount_id, seq, base + start, size)
+        load = partial(_section, f, keyring, mount_id, seq, base + start, size, count)
         state.data[mount_id] = MountData(load, count) if lazy else load()
     return Snapshot(state, Head(seq, record_hash, timestamp), hint)
 
 
 def _section(
-    f: BinaryIO, keyring: Keyring, mount_id: str, seq: int, offset: int, size: int
+    f: BinaryIO, keyring: Keyring, mount_id: str, seq: int, offset: int, size: int, count: int
 ) -> dict[str, bytes]:
-    sealed = os.pread(f.fileno(), size, offset)
-    if len(sealed) != size:
-        raise ValueError("snapshot section cut short")
-    plain = keyring.mount_sealer(mount_id).open(sealed, "snapshot", mount_id, str(seq))
-    values: dict[str, bytes] = msgpack.unpackb(plain, raw=False)
+    """A mount's values, read and opened a chunk at a time."""
+    sealer, values = keyring.mount_sealer(mount_id), {}
+    end, index = offset + size, 0
+    while offset < end:
+        prefix = os.pread(f.fileno(), _CHUNK_LENGTH.size, offset)
+        (length,) = _CHUNK_LENGTH.unpack(prefix) if len(prefix) == _CHUNK_LENGTH.size else (-1,)
+        offset += _CHUNK_LENGTH.size
+        sealed = os.pread(f.fileno(), max(length, 0), offset) if length >= 0 else b""
+        if len(sealed) != length or offset + length > end:
+            raise ValueError("snapshot section cut short")
+        plain = sealer.open(sealed, "snapshot", mount_id, str(seq), str(index))
+        del sealed
+        values.update(msgpack.unpackb(plain, raw=False))
+        offset, index = offset + length, index + 1
+    if len(values) != count:
+        raise ValueError("snapshot section holds another number of values than its table")
     return values
 
 

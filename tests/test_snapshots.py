@@ -13,12 +13,13 @@ import json
 import re
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 import projections.pointintime
+import projections.snapshot
 from backends import Request
 from eventstore import FileLog, Keyring, new_key
 from projections import decode, replay
@@ -301,3 +302,52 @@ def test_a_snapshot_section_found_damaged_late_is_rebuilt_from_the_log(
     for path_, value in expected.items():
         assert reader.handle(Request("read", path_)).data == value
     assert len(rebuilt) == 1  # the damaged section's mount, from the log; the other as read
+
+
+def test_a_section_is_sealed_in_chunks_that_keep_their_places(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(projections.snapshot, "CHUNK", 3)  # 10 values: chunks of 3, 3, 3, 1
+    chunks: dict[tuple[str, int], list[bytes]] = {}  # by mount id and seq
+    sealed_chunks = projections.snapshot._sealed_chunks
+
+    def kept(
+        keyring: Keyring, mount_id: str, seq: int, values: dict[str, bytes]
+    ) -> Iterator[bytes]:
+        for chunk in sealed_chunks(keyring, mount_id, seq, values):
+            chunks.setdefault((mount_id, seq), []).append(chunk)
+            yield chunk
+
+    monkeypatch.setattr(projections.snapshot, "_sealed_chunks", kept)
+    key, store = new_key(), tmp_path / "store"
+    core = open_core(store, key, write=True)
+    for i in range(10):
+        core.handle(Request("write", f"secret/k{i}", {"v": "same length"}))
+    core.store.snapshot()
+    keyring, seq = core.store.keyring, core.store.state.seq
+    live = dict(core.store.state.data[core.store.state.mounts.by_path["secret/"]])
+    core.store.close()
+
+    snapshot = read_snapshot(store, keyring, seq)
+    mount_id = snapshot.state.mounts.by_path["secret/"]
+    assert dict(snapshot.state.data[mount_id]) == live
+    secret_chunks = chunks[mount_id, seq]
+    assert len(secret_chunks) == 4 and len(set(map(len, secret_chunks[:3]))) == 1
+
+    path = snapshot_dir(store) / f"{seq:020d}.snap"
+    data = path.read_bytes()
+    first, second = (data.index(c) for c in secret_chunks[:2])
+    size = len(secret_chunks[0])
+    swapped = (  # two whole chunks trade places: each still opens alone, not in the other's
+        data[:first]
+        + data[second : second + size]
+        + data[first + size : second]
+        + data[first : first + size]
+        + data[second + size :]
+    )
+    path.write_bytes(swapped)
+    with pytest.raises(Exception, match="authentication failed"):
+        read_snapshot(store, keyring, seq)
+    reader = open_core(store, key, write=False)  # passed over: the log answers instead
+    for i in range(10):
+        assert reader.handle(Request("read", f"secret/k{i}")).data == {"v": "same length"}
