@@ -486,11 +486,11 @@ class Store:
         entries, so snapshots cost O(1) per event however large the state grows (half:
         when every event adds an entry, the count since the last one must still catch up).
         """
-        if self.directory is None:
+        since = self.state.seq - self._snapshot_seq
+        if self.directory is None or since < self.snapshot_every:
             return False
         state = self.state
-        live = sum(map(live_values, state.data.values())) + len(state.leases)
-        return state.seq - self._snapshot_seq >= max(self.snapshot_every, live // 2)
+        return since >= (sum(map(live_values, state.data.values())) + len(state.leases)) // 2
 
     def snapshot(self) -> None:
         """Write a snapshot at the head now (a writer also writes them as they fall due)."""

@@ -48,6 +48,7 @@ from google_crc32c import extend
 from google_crc32c import value as crc32c
 
 from eventstore import CorruptionError, LogReader, MissingRecordError, Record
+from eventstore.crypto import KeyedHmac
 from eventstore.files import write_all, write_atomically
 from projections.events import (
     Event,
@@ -91,7 +92,7 @@ class VersionIndex:
     def __init__(self, path: Path, audit_key: bytes) -> None:
         self.path = path
         key = hmac.digest(audit_key, b"vaultlog version index", "sha256")
-        self._key = key
+        self._hmac = KeyedHmac(key)
         self.mounts_tag = hmac.digest(key, b"mounts", "sha256")[:16]
         self.checkpoint_tag = hmac.digest(key, b"checkpoint", "sha256")[:12]
         self.base_tag = hmac.digest(key, b"base", "sha256")[:16]
@@ -138,7 +139,7 @@ class VersionIndex:
             if len(self._tags) >= _TAG_CACHE:
                 self._tags.clear()
             text = f"{mount_id}\0{path}".encode()
-            found = self._tags[mount_id, path] = hmac.digest(self._key, text, "sha256")[:16]
+            found = self._tags[mount_id, path] = self._hmac.digest(text)[:16]
         return found
 
     def find(self, tag: bytes, seq: int) -> list[tuple[int, int]]:
