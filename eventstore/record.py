@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from hashlib import sha256
 from typing import NamedTuple
 
@@ -40,9 +39,9 @@ class Header(NamedTuple):
     prev_hash: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Head:
-    """The last record's seq and hash: what an operator writes down to detect rewriting."""
+class Head(NamedTuple):
+    """The last record's seq and hash: what an operator writes down to detect rewriting.
+    A named tuple, as ``Record`` is: the log makes one per batch it writes."""
 
     seq: int
     hash: bytes
