@@ -38,6 +38,7 @@ from tools.bench.harness import (
     Report,
     Section,
     Sizes,
+    Target,
     duration,
     median,
     percentile,
@@ -51,6 +52,7 @@ from tools.bench.stores import open_writer
 MOUNT = "bench"
 READ_KEYS = 100  # written before the rounds; the reads cycle over them
 CLIENTS = (1, 8)
+TARGETS = {("writes", 8): Target(1.5), ("reads", 8): Target(1.0)}  # against OpenBao
 WARM_UP = 3  # requests per connection before the clock starts, not counted
 START_TIMEOUT = 60.0  # OpenBao's raft elects itself leader within a few seconds
 
@@ -398,7 +400,8 @@ def bench_http(work: Path, servers: Sequence[Server], sizes: Sizes, report: Repo
         vl, peer = middle(vaultlog, op, clients), middle(openbao, op, clients)
         method = "PUT /v1/bench/kN" if op == "writes" else "GET of existing keys, audited"
         what = f"{op} over HTTP ({method}), {clients} client{'s' * (clients > 1)}"
-        report.add("9", what, str(vl), f"OpenBao: {peer}", ratio(vl.rate, peer.rate))
+        target = TARGETS.get((op, clients))
+        report.add("9", what, str(vl), f"OpenBao: {peer}", ratio(vl.rate, peer.rate), target)
     most = max(CLIENTS)
     for name in (vaultlog, openbao):
         got = middle(name, "writes", most)
