@@ -12,11 +12,25 @@ _SLASHES = re.compile(r"/{2,}")
 _SUSPECT = re.compile(r"[\x00-\x1f\x7f]|//|(?:^|/)\.\.?(?:/|$)|^\s|\s$")
 
 
+def _plainly_clean(path: str) -> bool:
+    """A quick look that passes only paths ``_SUSPECT`` passes too, most of them, at a
+    fraction of its cost: printable, no ``//``, no segment starting with a dot, nothing
+    blank at either end."""
+    return (
+        path.isprintable()
+        and "//" not in path
+        and "/." not in path
+        and not path.startswith(".")
+        and not path[:1].isspace()
+        and not path[-1:].isspace()
+    )
+
+
 def clean_path(path: str) -> str:
     """``path`` as stored: no leading slash, repeated slashes collapsed (``secret//a`` is
     ``secret/a``). Control characters, surrounding whitespace and ``.``/``..`` segments
     are refused: each would let two spellings name one secret, or forge output rows."""
-    if not _SUSPECT.search(path):
+    if _plainly_clean(path) or not _SUSPECT.search(path):
         return path.lstrip("/")
     if _CONTROL.search(path):
         raise InvalidRequestError("invalid path: control characters are not allowed")

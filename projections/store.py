@@ -412,24 +412,29 @@ class Store:
             return []
         if self._writer is None:
             raise StoreError("the store was opened read-only")
-        new_mounts = [e for e in events if isinstance(e, MountCreated)]
+        new_mounts, bodies = [], []
+        for event in events:  # loops, not comprehensions: most commits hold one event
+            if isinstance(event, MountCreated):
+                new_mounts.append(event)
+            bodies.append(encode(event))
         if new_mounts:
             self._add_mount_keys(new_mounts)
-        records = self._writer.write([encode(event) for event in events])
+        records = self._writer.write(bodies)
         self._head_hint = records[-1].hint
-        written = []
-        state = self.state
+        written, removed = [], []
+        state, indexer = self.state, self._indexer
         for event, record in zip(events, records, strict=True):
             event = stamped(event, record.seq, record.timestamp)
             apply(state, event)
             written.append(event)
-            if self._indexer is not None:
-                self._indexer.add(event, record.hint)
+            if indexer is not None:
+                indexer.add(event, record.hint)
+            if isinstance(event, MountRemoved):
+                removed.append(event)
         if self._snapshot_due():
             self._write_snapshot()
-        elif self._indexer is not None and self._indexer.unsaved >= INDEX_SAVE_EVERY:
+        elif indexer is not None and indexer.unsaved >= INDEX_SAVE_EVERY:
             self._save_index()
-        removed = [e for e in written if isinstance(e, MountRemoved)]
         if removed:
             self.flush()
             gone = [e.path for e in removed if self._shred(e.mount_id, f"'{e.path}'")]
