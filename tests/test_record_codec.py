@@ -7,6 +7,7 @@ import hmac
 from pathlib import Path
 from typing import Any
 
+import msgpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,6 +15,7 @@ from eventstore import CorruptionError, FileLog, Keyring, Record, Sealer
 from eventstore.crypto import KeyedHmac
 from eventstore.log import SEGMENT_MAGIC, Frame, SegmentScan
 from eventstore.record import HEADER, PREFIX, VERSION, Header, encode, record_hash
+from projections.events import pack
 from tests.strategies import record_bodies, record_headers
 
 KEY = bytes(range(32))
@@ -104,3 +106,24 @@ def test_the_keyed_hmac_is_hmac_sha256(key: bytes, message: bytes) -> None:
     """``KeyedHmac`` (key blocks hashed once) gives what the standard library's HMAC gives,
     for keys shorter and longer than SHA-256's block."""
     assert KeyedHmac(key).digest(message) == hmac.digest(key, message, "sha256")
+
+
+_PLAIN = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text()
+    | st.binary(),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=500)
+@given(_PLAIN)
+def test_pack_writes_the_bytes_msgpack_writes(value: object) -> None:
+    """Events and values are packed with msgspec; records written before were packed by
+    msgpack-python, and the two must agree byte for byte on everything either holds."""
+    assert pack(value) == msgpack.packb(value, use_bin_type=True)
+    assert msgpack.unpackb(pack(value), raw=False) == value
