@@ -630,3 +630,27 @@ def test_the_timer_revokes_an_expired_lease_without_any_request(
         assert [e["lease_id"] for e in revoked] == [secret["lease_id"]]
         assert revoked[0]["actor"] != "root"  # the server did it, not a client
         assert "expired" in json.dumps(revoked[0]["detail"])
+
+
+def test_expect_100_continue_is_answered_before_the_body_is_sent(
+    garbage_server: Garbage,
+) -> None:
+    """curl sends ``Expect: 100-continue`` for larger bodies and waits for the interim
+    answer (a second, if it never comes) before it sends the body."""
+    body = json.dumps({"value": "z" * 2000}).encode()
+    head = (
+        b"PUT /v1/secret/continued HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+        b"X-Vault-Token: " + garbage_server.token.encode() + b"\r\n"
+        b"Content-Type: application/json\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", garbage_server.port), timeout=10) as sock:
+        sock.sendall(head)
+        sock.settimeout(0.5)  # curl waits a second before sending the body regardless
+        assert sock.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n")
+        sock.settimeout(10)
+        sock.sendall(body)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 204 ")
+    status, answer = call(garbage_server.port, "GET", "/v1/secret/continued", garbage_server.token)
+    assert (status, answer["data"]) == (200, {"value": "z" * 2000})
