@@ -21,7 +21,6 @@ import asyncio
 import heapq
 import itertools
 import json
-import os
 import sys
 import threading
 import traceback
@@ -33,7 +32,7 @@ from urllib.parse import parse_qsl, unquote_to_bytes
 
 from backends import PermissionDeniedError, Request, RequestError, Response
 from backends.errors import AuditFailedError
-from backends.request import Operation
+from backends.request import Operation, random_id
 from backends.sys import cluster_uuid
 from backends.sys_leases import wants_sync
 from backends.ttl import parse_duration
@@ -460,7 +459,7 @@ def _wrap_ttl(headers: dict[str, str]) -> int:
 
 def _request_id() -> str:
     """A random id in a UUID's shape, as Vault's request ids are (``uuid4`` costs more)."""
-    h = os.urandom(16).hex()
+    h = random_id() + random_id()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
