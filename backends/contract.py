@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Protocol
 
 import msgpack
 
-from backends.errors import PastRequestError, ShreddedDataError
+from backends.errors import InvalidRequestError, PastRequestError, ShreddedDataError
 from backends.request import Request, Response, who
 from backends.ttl import bounded_ttls
 from eventstore import ShreddedError
@@ -193,7 +193,10 @@ class MountView:
 
     def seal_value(self, value: Any, *context: str) -> bytes:
         """``value`` packed and sealed with this mount's data key, bound to ``context``."""
-        packed = pack(value)
+        try:
+            packed = pack(value)
+        except OverflowError:  # JSON allows any integer; msgpack holds 64 bits
+            raise InvalidRequestError("a number in the data does not fit in 64 bits") from None
         try:
             return self.session.store.keyring.mount_sealer(self.mount.id).seal(
                 packed, self.mount.id, *context

@@ -97,6 +97,17 @@ def test_a_failed_request_leaves_no_event_for_the_next_commit(core: Core) -> Non
     assert [e.path for e in written] == ["next"]
 
 
+@pytest.mark.parametrize("number", [2**64, -(2**63) - 1, 10**30])
+def test_a_number_beyond_64_bits_is_refused_and_nothing_is_written(core: Core, number: int) -> None:
+    head = core.store.head.seq
+    with pytest.raises(InvalidRequestError, match="does not fit in 64 bits"):
+        call(core, "write", "secret/big", {"v": number})
+    assert core.store.head.seq == head
+    assert call(core, "read", "secret/big").data is None
+    call(core, "write", "secret/big", {"v": 2**64 - 1})  # the largest that fits
+    assert call(core, "read", "secret/big").data == {"v": 2**64 - 1}
+
+
 def test_paths_are_cleaned_or_refused(core: Core) -> None:
     call(core, "write", "secret//a", {"v": "1"})
     assert call(core, "read", "/secret/a").data == {"v": "1"}
