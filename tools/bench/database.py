@@ -11,7 +11,6 @@ from __future__ import annotations
 import collections
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -125,33 +124,55 @@ def _vault(env: dict[str, str], *args: str) -> str:
     ).stdout
 
 
-def kill_trials(env: dict[str, str], app: AppDatabase, trials: int, seed: int = 7) -> int:
-    """Kill ``vault read database/creds/readonly`` at random moments of the issue itself:
-    once its connection to the database shows (the intent is durable by then), within the
-    next 30 ms, which spans CREATE ROLE, its COMMIT, the lease and its fsync. After one
-    more open, the number of roles made meanwhile that are alive with no live lease."""
+def kill_trials(env: dict[str, str], app: AppDatabase, trials: int) -> int:
+    """Kill ``vault read database/creds/readonly`` at moments spread over the issue itself:
+    from the moment its session shows in PostgreSQL (its pool opens around the time the
+    intent is made durable) to twice as long as the slowest of three issues left alone took
+    from there to print its lease on this machine. So the kills fall before CREATE ROLE,
+    between it and the lease, and after it, however loaded the machine is. Each kill is
+    followed by an open that rolls back what it left, so every trial starts as those left
+    alone did. The number of roles made meanwhile that are alive with no live lease."""
     before = app.roles()
-    chance = random.Random(seed)
     with app.superuser() as watcher:
-        for _ in range(trials):
-            deadline = time.monotonic() + 5  # the last trial's session gone, so this one shows
-            while _connected(watcher, app) and time.monotonic() < deadline:
-                time.sleep(0.002)
-            child = subprocess.Popen(
-                [str(VAULT), "read", "database/creds/readonly"],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            while child.poll() is None and not _connected(watcher, app):
-                time.sleep(0.002)
-            time.sleep(chance.uniform(0, 0.03))
-            os.kill(child.pid, signal.SIGKILL)
-            child.wait()
-    _vault(env, "write", "secret/x", "value=1")  # rolls back what the kills left
+        span = max(_issue(env, app, watcher, kill_after=None) for _ in range(3))
+        for i in range(trials):
+            _issue(env, app, watcher, kill_after=2 * span * i / max(trials - 1, 1))
+            _vault(env, "write", "secret/x", "value=1")  # rolls back what the kill left
     leases = subprocess.run([str(VAULT), "leases"], env=env, capture_output=True, text=True)
     leased = {line.split()[1] for line in leases.stdout.splitlines()[1:]}
     return len(app.roles() - before - leased)
+
+
+def _issue(
+    env: dict[str, str],
+    app: AppDatabase,
+    watcher: psycopg.Connection[tuple[Any, ...]],
+    kill_after: float | None,
+) -> float:
+    """One ``vault read database/creds/readonly``, killed ``kill_after`` seconds after its
+    database session shows, or left alone: then the seconds from that moment until it
+    printed the lease."""
+    deadline = time.monotonic() + 5  # the last issue's session gone, so this one shows
+    while _connected(watcher, app) and time.monotonic() < deadline:
+        time.sleep(0.002)
+    child = subprocess.Popen(
+        [str(VAULT), "read", "database/creds/readonly"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert child.stdout is not None
+    while child.poll() is None and not _connected(watcher, app):
+        time.sleep(0.002)
+    shown = time.monotonic()
+    if kill_after is None:
+        child.stdout.readline()
+    else:
+        time.sleep(kill_after)
+        os.kill(child.pid, signal.SIGKILL)
+    took = time.monotonic() - shown
+    child.communicate()
+    return took
 
 
 def _connected(watcher: psycopg.Connection[tuple[Any, ...]], app: AppDatabase) -> bool:
@@ -201,7 +222,7 @@ def main() -> None:
         events = [e for e in _events(home / "cli", key) if e.seq >= first]
         outcomes = collections.Counter(e.outcome for e in events if isinstance(e, IntentCompleted))
         print(
-            f"30 kill -9 trials: {left} roles left behind; intents recorded "
+            f"30 kill -9 trials, after 3 issues left alone: {left} roles left behind; intents "
             f"{sum(isinstance(e, IntentRecorded) for e in events)}, rolled back by the next "
             f"open {outcomes['rolled_back']}, completed with a lease {outcomes['done']}"
         )
