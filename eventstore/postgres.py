@@ -404,6 +404,8 @@ class PostgresLog(LogBase):
         if self._conn is not None:
             self._conn.close()  # a session's advisory lock goes with it
             self._conn = None
+            with self._cond:  # what was not committed by now never will be
+                self._broken = self._broken or "the log was closed"
         self._reads.close()
 
 

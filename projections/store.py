@@ -483,8 +483,11 @@ class Store:
 
     def flush(self, seq: int = 0) -> None:
         """Wait until every record up to ``seq`` (0: every one written so far) is durable."""
-        if self._writer is not None and self._writer.head.seq:
-            self._writer.sync(seq or self._writer.head.seq)
+        if self._writer is None:
+            return
+        seq = seq or self._writer.head.seq
+        if seq:
+            self._writer.sync(seq)
 
     def _snapshot_due(self) -> bool:
         """Snapshot once the events since the last one reach both N and half the live

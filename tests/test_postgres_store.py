@@ -4,6 +4,7 @@ index) derived, checked and rebuilt as on files."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from eventstore import (
     ShreddedError,
     StoreError,
     StoreLockedError,
+    UnavailableError,
     UnsealError,
     new_key,
 )
@@ -24,6 +26,7 @@ from eventstore.keyring import KEYRING_FILE
 from eventstore.postgres import META
 from projections import SecretWritten, Store
 from projections.snapshot import snapshot_dir, snapshot_seqs
+from tools.api import Durability
 from tools.bench.postgres import PostgresServer
 from tools.cluster import PostgresSeal
 
@@ -200,3 +203,66 @@ def test_two_nodes_initialising_at_once_make_one_store(storage: PostgresStorage)
     assert sum(seal.core is not None for seal in seals) == 1  # one active, one standing by
     for seal in seals:
         seal.close()
+
+
+def _node(storage: PostgresStorage) -> PostgresSeal:
+    return PostgresSeal(
+        PostgresStorage(storage.url),
+        lambda s: Core(s, Registry()),
+        cache=None,
+        ha=True,
+        api_addr="",
+    )
+
+
+def _written(storage: PostgresStorage, key: bytes) -> list[str]:
+    reader = Store.open_postgres(PostgresStorage(storage.url), key, write=False)
+    try:
+        return [e.path for e in reader.events() if isinstance(e, SecretWritten)]
+    finally:
+        reader.close()
+
+
+def test_a_node_standing_by_commits_what_it_served_before_it_lets_go(
+    storage: PostgresStorage,
+) -> None:
+    """A write served (its answer waiting for the group commit) when the node steps down
+    is committed before the store closes, so the answer that follows is true: the node
+    that takes over reads it."""
+    first, second = _node(storage), _node(storage)
+    try:
+        answer = first.init({"secret_shares": 1, "secret_threshold": 1})
+        share, root = answer["keys_base64"][0], answer["root_token"]
+        first.unseal({"key": share})
+        assert first.core is not None
+        first.core.serve(Request("write", "secret/a", {"v": "1"}, token=root))
+        first.step_down()
+        assert first.core is None
+        second.unseal({"key": share})
+        assert second.core is not None  # the lock was let go
+        read = second.core.handle(Request("read", "secret/a", token=root))
+        assert read.data == {"v": "1"}
+    finally:
+        first.close()
+        second.close()
+
+
+def test_group_commit_never_answers_for_a_store_that_closed_first(
+    storage: PostgresStorage, key: bytes
+) -> None:
+    """A write whose store was closed before its commit is refused, not acknowledged: the
+    group commit syncs the store that wrote the seq, whatever the node serves by then."""
+    core = writer(storage, key)
+    _, seq = core.serve(Request("write", "secret/a", {"v": "1"}))
+    core.store.close()  # as a node whose connection died, before its commit
+
+    async def wait() -> None:
+        group = Durability(core.store)
+        try:
+            await group.wait(seq)
+        finally:
+            group.stop()
+
+    with pytest.raises(UnavailableError, match="the log was closed"):
+        asyncio.run(wait())
+    assert _written(storage, key) == []

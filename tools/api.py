@@ -30,13 +30,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes
 
-from backends import PermissionDeniedError, Request, RequestError, Response
+from backends import Core, PermissionDeniedError, Request, RequestError, Response
 from backends.errors import AuditFailedError
 from backends.request import Operation, random_id
 from backends.sys import cluster_uuid
 from backends.sys_leases import wants_sync
 from backends.ttl import parse_duration
 from eventstore import HsmUnavailableError, UnavailableError, VaultlogError
+from projections import Store
 from tools.cluster import FORWARDED, forward, index_asked, index_header
 from tools.remote import BARE_PATHS
 from tools.seal import Seal
@@ -96,34 +97,34 @@ def data_at_top_level(operation: str, path: str) -> bool:
 
 
 class Durability:
-    """Group commit for the event loop: ``await wait(seq)`` returns once ``seq`` is on
-    disk. One thread syncs the log for every waiter at once; a failed sync fails them all
-    (the store is read-only from then on)."""
+    """Group commit of one store for the event loop: ``await wait(seq)`` returns once
+    ``seq`` is durable. One thread syncs the store for every waiter at once; a failed sync
+    fails them all (the store is read-only from then on). Bound to the store that wrote the
+    seqs: a node that stood by and took over again waits on a new one, so a seq is never
+    taken as durable because another store synced."""
 
-    def __init__(self, flush: Callable[[], None]) -> None:
-        self.flush = flush
+    def __init__(self, store: Store) -> None:
+        self.store = store
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
         self._wanted = self._durable = 0
         self._wake = threading.Condition()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop = asyncio.get_running_loop()
         self._stopping = False
         self._thread = threading.Thread(target=self._sync, name="group-commit", daemon=True)
+        self._thread.start()
 
     @property
     def durable(self) -> int:
         """The last seq known durable."""
         return self._durable
 
-    def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._thread.start()
-
-    def stop(self) -> None:
+    def stop(self, wait: bool = True) -> None:
+        """End the thread once the waiters so far are answered (``wait``: join it)."""
         with self._wake:
             self._stopping = True
             self._wake.notify()
-        if self._thread.is_alive():
+        if wait and self._thread.is_alive():
             self._thread.join(timeout=30)
 
     async def wait(self, seq: int) -> None:
@@ -148,12 +149,11 @@ class Durability:
                 target = self._wanted
             error: BaseException | None = None
             try:
-                self.flush()
+                self.store.flush(target)
             except BaseException as exc:  # told to every waiter; the log is read-only now
                 error = exc
             else:
                 synced = target
-            assert self._loop is not None
             self._loop.call_soon_threadsafe(self._release, synced, error)
             if error is not None:
                 synced = target  # the waiters are answered; later writes fail on their own
@@ -182,13 +182,18 @@ class Api:
         threads: int = 8,
     ) -> None:
         self.seal, self.max_request_size, self.read_timeout = seal, max_request_size, read_timeout
-        self.durability = Durability(self._flush)
+        self._durability: Durability | None = None  # of the store served last
         self._workers = ThreadPoolExecutor(threads, thread_name_prefix="calls-out")
 
-    def _flush(self) -> None:
-        core = self.seal.core
-        if core is not None:
-            core.store.flush()
+    def _group_commit(self, store: Store) -> Durability:
+        """The group commit of ``store``; the last store's is ended once its waiters are
+        answered (by its own store's sync: it fails if that store could not commit)."""
+        current = self._durability
+        if current is None or current.store is not store:
+            if current is not None:
+                current.stop(wait=False)
+            current = self._durability = Durability(store)
+        return current
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -220,18 +225,20 @@ class Api:
         core = self.seal.core
         if core is None or self.seal.storage_type != "postgresql":
             return []
-        index = index_header(cluster_uuid(core.store.keyring.store_id), self.durability.durable)
+        current = self._durability
+        durable = current.durable if current is not None and current.store is core.store else 0
+        index = index_header(cluster_uuid(core.store.keyring.store_id), durable)
         return [(b"x-vault-index", index.encode())]
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                self.durability.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self._workers.shutdown(wait=True)
-                self.durability.stop()
+                if self._durability is not None:
+                    self._durability.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -268,6 +275,7 @@ class Api:
             token=_token(headers),
             wrap_ttl=wrap_ttl,
         )
+        core: Core | None = None
         try:
             if path.strip("/") in _ACTIVE_ONLY and self.seal.standby:
                 return await self._pass_on(scope, method, headers, body)  # as Vault forwards
@@ -286,11 +294,11 @@ class Api:
                 response = await loop.run_in_executor(self._workers, core.handle, request)
             else:
                 response, seq = core.serve(request)
-                await self._durable(seq)
+                await self._durable(core, seq)
         except RequestError as exc:
-            if isinstance(exc, PermissionDeniedError) and exc.seq:
+            if isinstance(exc, PermissionDeniedError) and exc.seq and core is not None:
                 try:
-                    await self._durable(exc.seq)  # the refusal is recorded first
+                    await self._durable(core, exc.seq)  # the refusal is recorded first
                 except AuditFailedError as failed:
                     return 500, {"errors": [str(failed)]}, False
             return exc.status, {"errors": [str(exc)]}, False
@@ -327,12 +335,11 @@ class Api:
             return 503, {"errors": [str(exc)]}, False
         return status, Passed(payload, kept), False
 
-    async def _durable(self, seq: int) -> None:
-        """Wait until ``seq`` is on disk, then until the audit devices have it too."""
-        await self.durability.wait(seq)
-        core = self.seal.core
-        if core is not None:
-            core.audited(seq)
+    async def _durable(self, core: Core, seq: int) -> None:
+        """Wait until ``seq`` of ``core``'s store is durable, then until the audit devices
+        have it too."""
+        await self._group_commit(core.store).wait(seq)
+        core.audited(seq)
 
     async def _seal_path(self, request: Request, query: dict[str, str]) -> tuple[int, Any, bool]:
         """What the seal answers itself: its status, health, init, unseal and seal. Init
@@ -357,14 +364,14 @@ class Api:
             if core is None:
                 return 503, {"errors": ["this node is not active"]}, False
             core.authorize(request)
-            await self.durability.wait(core.store.head.seq)
+            await self._group_commit(core.store).wait(core.store.head.seq)
             await loop.run_in_executor(self._workers, seal.step_down)
             return 204, None, False
         if path == "sys/seal" and op == "write":
             core = seal.core
             if core is not None:
                 core.authorize(request)
-                await self.durability.wait(core.store.head.seq)
+                await self._group_commit(core.store).wait(core.store.head.seq)
                 seal.seal()
             return 204, None, False
         return 405, {"errors": [f"unsupported operation: {op} {path}"]}, False

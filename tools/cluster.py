@@ -173,13 +173,7 @@ class PostgresSeal(Seal):
         with self.lock:
             core, self.core = self.core, None
             if core is not None:
-                with core.store.lock:
-                    try:
-                        core.store.flush()
-                    except StoreError:
-                        pass  # unacknowledged writes: the next active reads what landed
-                    finally:
-                        core.store.close()
+                _close_flushed(core.store)
             self._forget()
 
     def close(self) -> None:
@@ -203,8 +197,7 @@ class PostgresSeal(Seal):
         if core is None:
             return
         print(f"[INFO] core: standing by: {why}", file=sys.stderr, flush=True)
-        with core.store.lock:
-            core.store.close()
+        _close_flushed(core.store)
 
     # ---- following the active node ---------------------------------------------------------
 
@@ -286,6 +279,18 @@ class PostgresSeal(Seal):
         data["performance_standby"] = False
         data["performance_standby_last_remote_wal"] = 0
         return data
+
+
+def _close_flushed(store: Store) -> None:
+    """Close a writer once what it was asked to write is committed, or has failed: the
+    requests waiting on it are answered by that, never by the next store."""
+    with store.lock:
+        try:
+            store.flush()
+        except StoreError:
+            pass  # unacknowledged writes: the next active reads what landed
+        finally:
+            store.close()
 
 
 # ---- the index a client has seen -----------------------------------------------------------
