@@ -13,8 +13,9 @@ One thread, the event loop's, serves the store: each request is served at once a
 waits, without holding anything, until its seq is durable; a thread of its own syncs the
 log for every request waiting (group commit). That thread belongs to the store that wrote
 the seqs: a node of a cluster that stood by and took over again has a new store and a new
-group commit, so no answer is given for a record because another store synced. A request that may wait on a system outside
-the store (an AWS call) is served on a worker thread instead, so it never stalls the loop.
+group commit, so no answer is given for a record because another store synced. A request
+that may wait on a system outside the store (an AWS call) is served on a worker thread
+instead, so it never stalls the loop.
 """
 
 from __future__ import annotations
