@@ -127,7 +127,7 @@ class Core:
             if request.token_id:
                 self._revoke_if_used_up(request)
             said = tuple(self.store.warnings[warnings:])
-            seq = self.store.head.seq if self.store.writable else 0
+            seq = self.store.written
         if said:
             response = msgspec.structs.replace(response, warnings=response.warnings + said)
         return response, seq
@@ -185,7 +185,7 @@ class Core:
             return self.authenticate(self.store, request)
         except PermissionDeniedError as exc:
             self._record_denial(request, exc)
-            exc.seq = self.store.head.seq if self.store.writable else 0
+            exc.seq = self.store.written
             raise
 
     def _record_denial(self, request: Request, exc: PermissionDeniedError) -> None:
@@ -260,7 +260,7 @@ class Core:
             self._leases().expire_due()
             self._leases().run_due()
             expire_tokens(Session(self.store, store_request(), self.backends))
-            seq = self.store.head.seq if self.store.writable else 0
+            seq = self.store.written
         self.store.flush()
         with contextlib.suppress(AuditFailedError):  # the next request is refused, and says why
             self.audited(seq)

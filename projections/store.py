@@ -103,6 +103,7 @@ class Store:
         self.warnings: list[str] = []  # what went wrong without failing; said to the user
         self.lock = threading.RLock()  # held by whoever reads the state to change it
         self._keyring_row: _SavedKeyring | None = None  # a store in PostgreSQL's
+        self._written = 0  # the last seq written through this store (a writer's)
 
     # ---- opening -------------------------------------------------------------------------
 
@@ -341,6 +342,17 @@ class Store:
         return self.log.head
 
     @property
+    def written(self) -> int:
+        """The last seq written through this writer (0 for a reader): what must be durable
+        before anything served from its state is answered. Never behind what was written,
+        unlike the log's head, which a failed sync takes back to the last durable record
+        (from another thread, possibly between a request's write and its answer): the
+        records after it are lost, and waiting for them fails."""
+        if self._writer is None:
+            return 0
+        return max(self._written, self._writer.head.seq)
+
+    @property
     def head_hint(self) -> int:
         """The log's hint for the head record: ``log.records(head.seq, hint)`` starts
         there at once, without reading the records before it."""
@@ -420,6 +432,7 @@ class Store:
         if new_mounts:
             self._add_mount_keys(new_mounts)
         records = self._writer.write(bodies)
+        self._written = records[-1].seq
         self._head_hint = records[-1].hint
         written, removed = [], []
         state, indexer = self.state, self._indexer
@@ -485,7 +498,7 @@ class Store:
         """Wait until every record up to ``seq`` (0: every one written so far) is durable."""
         if self._writer is None:
             return
-        seq = seq or self._writer.head.seq
+        seq = seq or self.written
         if seq:
             self._writer.sync(seq)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import psycopg
@@ -23,7 +23,8 @@ from eventstore import (
     new_key,
 )
 from eventstore.keyring import KEYRING_FILE
-from eventstore.postgres import META
+from eventstore.postgres import META, PostgresLog
+from eventstore.record import Record
 from projections import SecretWritten, Store
 from projections.snapshot import snapshot_dir, snapshot_seqs
 from tools.api import Durability
@@ -266,3 +267,68 @@ def test_group_commit_never_answers_for_a_store_that_closed_first(
     with pytest.raises(UnavailableError, match="the log was closed"):
         asyncio.run(wait())
     assert _written(storage, key) == []
+
+
+def test_a_write_served_as_a_commit_fails_is_never_acknowledged(
+    storage: PostgresStorage, key: bytes
+) -> None:
+    """A commit that fails takes the log's head back to the last durable record; a request
+    that wrote just before (its record dropped from the batch, or in the one that failed)
+    but asked for its seq just after must not find it durable, nor may a read served from
+    that state afterwards, while the node has not stood by yet (PostgreSQL restarted under
+    load once lost a write so)."""
+    core = writer(storage, key)
+    log = core.store.log
+    assert isinstance(log, PostgresLog) and log._conn is not None
+    writer_pid = log._conn.info.backend_pid
+    core.serve(Request("write", "secret/a", {"v": "1"}))  # in the batch that fails
+    committing, failed = threading.Event(), threading.Event()
+    commit, write = log._commit, log.write
+
+    def commit_once_the_next_write_is_in(batch: list[tuple[int, bytes]]) -> None:
+        committing.set()  # batch taken, the log's lock let go: as PostgreSQL goes away
+        with psycopg.connect(storage.url, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(%s, 10000)", (writer_pid,))
+        commit(batch)
+
+    def write_and_let_the_commit_fail(bodies: Sequence[bytes]) -> list[Record]:
+        assert committing.wait(10)
+        records = write(bodies)
+        assert failed.wait(10)  # the failure lands before the request asks for its seq
+        return records
+
+    def sync_all() -> None:
+        try:
+            core.store.flush()
+        except UnavailableError:
+            failed.set()
+
+    log._commit = commit_once_the_next_write_is_in  # type: ignore[method-assign]
+    log.write = write_and_let_the_commit_fail  # type: ignore[method-assign]
+    syncing = threading.Thread(target=sync_all)
+    syncing.start()
+    _, seq = core.serve(Request("write", "secret/b", {"v": "2"}))
+    syncing.join()
+    log.write = write  # type: ignore[method-assign]
+    listed, read_seq = core.serve(Request("list", "secret/"))
+    assert listed.data == {"keys": ["a", "b"]}  # served from the state: never to be answered
+
+    async def answered(group: Durability, seq: int) -> bool:
+        try:
+            await asyncio.wait_for(group.wait(seq), 10)
+        except UnavailableError:
+            return False
+        return True
+
+    async def answers() -> list[bool]:
+        group = Durability(core.store)
+        try:
+            return [await answered(group, seq), await answered(group, read_seq)]
+        finally:
+            group.stop()
+
+    try:
+        assert asyncio.run(answers()) == [False, False]
+        assert _written(storage, key) == []  # what failed is not there, as the 503s said
+    finally:
+        core.store.close()

@@ -102,15 +102,17 @@ def data_at_top_level(operation: str, path: str) -> bool:
 class Durability:
     """Group commit of one store for the event loop: ``await wait(seq)`` returns once
     ``seq`` is durable. One thread syncs the store for every waiter at once; a failed sync
-    fails them all (the store is read-only from then on). Bound to the store that wrote the
-    seqs: a node that stood by and took over again waits on a new one, so a seq is never
-    taken as durable because another store synced."""
+    fails them all, and every later wait for a seq not durable by then (the store is
+    read-only from then on). Bound to the store that wrote the seqs: a node that stood by
+    and took over again waits on a new one, so a seq is never taken as durable because
+    another store synced."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
         self._wanted = self._durable = 0
+        self._failed: BaseException | None = None  # why a sync failed: no more will succeed
         self._wake = threading.Condition()
         self._loop = asyncio.get_running_loop()
         self._stopping = False
@@ -133,6 +135,8 @@ class Durability:
     async def wait(self, seq: int) -> None:
         if seq <= self._durable:
             return
+        if self._failed is not None:  # never durable now: the thread syncs no more
+            raise self._failed.with_traceback(None)  # the same error, its trace not grown
         future = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (seq, next(self._order), future))
         with self._wake:
@@ -163,6 +167,7 @@ class Durability:
 
     def _release(self, synced: int, error: BaseException | None) -> None:
         self._durable = max(self._durable, synced)
+        self._failed = self._failed or error
         while self._waiters and (error is not None or self._waiters[0][0] <= synced):
             future = heapq.heappop(self._waiters)[2]
             if not future.done():
@@ -367,14 +372,14 @@ class Api:
             if core is None:
                 return 503, {"errors": ["this node is not active"]}, False
             core.authorize(request)
-            await self._group_commit(core.store).wait(core.store.head.seq)
+            await self._group_commit(core.store).wait(core.store.written)
             await loop.run_in_executor(self._workers, seal.step_down)
             return 204, None, False
         if path == "sys/seal" and op == "write":
             core = seal.core
             if core is not None:
                 core.authorize(request)
-                await self._group_commit(core.store).wait(core.store.head.seq)
+                await self._group_commit(core.store).wait(core.store.written)
                 seal.seal()
             return 204, None, False
         return 405, {"errors": [f"unsupported operation: {op} {path}"]}, False
