@@ -9,6 +9,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +17,7 @@ from backends import Request
 from eventstore import decode_unseal_key
 from eventstore.lock import WriterLock
 from tests.conftest import VaultCLI, open_core, vault_executable
+from tools import config
 
 WRITERS = 6
 KEYS_PER_WRITER = 5  # 30 `vault write` processes: enough to interleave on 2 cores
@@ -62,6 +64,31 @@ def test_concurrent_writers_on_a_fresh_store(vault: VaultCLI) -> None:
     assert vault("read", "-field=v", f"secret/w{WRITERS - 1}/k{KEYS_PER_WRITER - 1}") == (
         f"{WRITERS - 1}-{KEYS_PER_WRITER - 1}\n"
     )
+
+
+def test_a_store_made_by_another_process_between_two_looks_is_opened_with_its_key(
+    vault: VaultCLI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The interleaving six writers on a fresh store once hit: this process finds no key
+    file, another makes the key and then the store, and this one, finding the store, must
+    take that key rather than refuse for want of one."""
+    for name in ("VAULTLOG_DIR", "XDG_CONFIG_HOME", "HOME"):
+        monkeypatch.setenv(name, vault.env[name])
+    monkeypatch.delenv("VAULTLOG_UNSEAL_KEY", raising=False)
+    read, looks = config._read_key, []
+
+    def the_other_first_use_lands_after_the_first_look(path: Path) -> bytes | None:
+        found = read(path)
+        if not looks:
+            assert found is None
+            vault("write", "secret/a", "v=1")  # another process's first use, meanwhile
+        looks.append(path)
+        return found
+
+    monkeypatch.setattr(config, "_read_key", the_other_first_use_lands_after_the_first_look)
+    location = config.locate_store()
+    assert location.unseal_key == unseal_key_of(vault) and not location.created_key
+    assert len(looks) == 2
 
 
 @contextmanager

@@ -43,15 +43,28 @@ def locate_store(*, create: bool = True, directory: Path | None = None) -> Store
     if env_key:
         return StoreLocation(directory, decode_unseal_key(env_key), f"${UNSEAL_ENV}")
     path = unseal_key_file()
-    try:
-        return StoreLocation(directory, decode_unseal_key(path.read_text()), str(path))
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise UnsealError(f"cannot read unseal key {path}: {exc.strerror}") from None
-    if (directory / KEYRING_FILE).exists() or not create:
+    key = _read_key(path)
+    if key is None and (directory / KEYRING_FILE).exists():
+        # A first use in another process writes the key before the keyring: it may have
+        # made both since the first look.
+        key = _read_key(path)
+        if key is None:
+            raise UnsealError(f"no unseal key: set {UNSEAL_ENV} or restore {path}")
+    if key is not None:
+        return StoreLocation(directory, key, str(path))
+    if not create:
         raise UnsealError(f"no unseal key: set {UNSEAL_ENV} or restore {path}")
     return StoreLocation(directory, _create_key_file(path), str(path), created_key=True)
+
+
+def _read_key(path: Path) -> bytes | None:
+    """The unseal key in ``path``; None if there is no such file."""
+    try:
+        return decode_unseal_key(path.read_text())
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise UnsealError(f"cannot read unseal key {path}: {exc.strerror}") from None
 
 
 def _create_key_file(path: Path) -> bytes:
