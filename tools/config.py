@@ -44,15 +44,12 @@ def locate_store(*, create: bool = True, directory: Path | None = None) -> Store
         return StoreLocation(directory, decode_unseal_key(env_key), f"${UNSEAL_ENV}")
     path = unseal_key_file()
     key = _read_key(path)
-    if key is None and (directory / KEYRING_FILE).exists():
-        # A first use in another process writes the key before the keyring: it may have
-        # made both since the first look.
+    made = key is None and (directory / KEYRING_FILE).exists()
+    if made:  # a first use elsewhere writes the key before the keyring: both, since our look?
         key = _read_key(path)
-        if key is None:
-            raise UnsealError(f"no unseal key: set {UNSEAL_ENV} or restore {path}")
     if key is not None:
         return StoreLocation(directory, key, str(path))
-    if not create:
+    if made or not create:
         raise UnsealError(f"no unseal key: set {UNSEAL_ENV} or restore {path}")
     return StoreLocation(directory, _create_key_file(path), str(path), created_key=True)
 
